@@ -1,0 +1,215 @@
+//! One client connection: handshake, welcome, then frames in (to the core)
+//! and frames out (from the pipeline), keepalive pings and clean closes.
+
+use super::handshake::{self, Outcome};
+use crate::pipeline::Outbound;
+use crate::protocol::{decode, ServerMessage};
+use crate::{unix_now, Shared};
+use futures_util::{SinkExt, StreamExt};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::WebSocketStream;
+
+type Ws = WebSocketStream<TcpStream>;
+
+/// How long we wait for the client's close frame after sending ours.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
+
+fn ws_config(shared: &Shared) -> WebSocketConfig {
+    let mut c = WebSocketConfig::default();
+    c.max_message_size = Some(shared.config.max_message_size);
+    c.max_frame_size = Some(shared.config.max_message_size);
+    // small buffers: most connections are idle
+    c.read_buffer_size = 4096;
+    c.write_buffer_size = 0;
+    c
+}
+
+/// Serves one TCP connection to the end.
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    permit: Option<OwnedSemaphorePermit>,
+    stop: watch::Receiver<bool>,
+) {
+    if permit.is_none() {
+        tracing::warn!("connection limit reached; refusing a connection");
+        let body = "server busy\n";
+        let resp = format!(
+            "HTTP/1.1 503 Service Unavailable\r\nServer: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            handshake::server_header(),
+            body.len()
+        );
+        let _ = tokio::io::AsyncWriteExt::write_all(&mut stream, resp.as_bytes()).await;
+        return;
+    }
+    let timeout = shared.config.handshake_timeout;
+    let outcome =
+        match tokio::time::timeout(timeout, handshake::accept(stream, peer, ws_config(&shared)))
+            .await
+        {
+            Ok(Ok(o)) => o,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!("handshake timed out");
+                return;
+            }
+        };
+    let Outcome::WebSocket(ws, address) = outcome else {
+        return;
+    };
+    let conn = shared.next_conn.fetch_add(1, Ordering::Relaxed);
+    if shared.config.blur_usage.is_none() {
+        tracing::debug!(conn, client = %peer, "ws client connecting");
+    }
+    let mut ws = *ws;
+    let mut welcome = shared.welcome.clone();
+    welcome.insert("your-address".into(), address.to_json());
+    let frame = ServerMessage::Welcome { welcome }.to_json(unix_now());
+    if ws.send(Message::text(frame)).await.is_err() {
+        return;
+    }
+    let (tx, rx) = mpsc::unbounded_channel();
+    if let Ok(mut routes) = shared.routes.lock() {
+        routes.insert(conn, tx);
+    }
+    if let Ok(mut core) = shared.core.lock() {
+        core.core.connect(conn);
+    }
+    let reason = serve_frames(&shared, conn, &mut ws, rx, stop).await;
+    tracing::debug!(conn, reason, "connection ended");
+    if let Ok(mut routes) = shared.routes.lock() {
+        routes.remove(&conn);
+    }
+    if let Ok(mut core) = shared.core.lock() {
+        core.core.disconnect(conn);
+    }
+    drop(permit);
+}
+
+async fn close(ws: &mut Ws, code: CloseCode, reason: &'static str) {
+    let frame = CloseFrame {
+        code,
+        reason: reason.into(),
+    };
+    if ws.send(Message::Close(Some(frame))).await.is_err() {
+        return;
+    }
+    // wait (briefly) for the client's close so the TCP close is clean
+    let _ = tokio::time::timeout(CLOSE_WAIT, async {
+        while let Some(Ok(_)) = ws.next().await {}
+    })
+    .await;
+}
+
+/// The frame loop; returns why it ended.
+async fn serve_frames(
+    shared: &Shared,
+    conn: u64,
+    ws: &mut Ws,
+    mut rx: mpsc::UnboundedReceiver<Outbound>,
+    mut stop: watch::Receiver<bool>,
+) -> &'static str {
+    let ping_every = shared.config.ping_interval;
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
+    let mut last_heard = Instant::now();
+    let mut ping_seq: u32 = 0;
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.changed() => {
+                close(ws, CloseCode::Away, "server shutting down").await;
+                return "shutdown";
+            }
+            out = rx.recv() => {
+                let Some(out) = out else { return "routes dropped" };
+                match out {
+                    Outbound::Message(msg) => {
+                        if ws.feed(Message::text(msg.to_json(unix_now()))).await.is_err() {
+                            return "write failed";
+                        }
+                        // write everything already queued before flushing
+                        while let Ok(more) = rx.try_recv() {
+                            match more {
+                                Outbound::Message(m) => {
+                                    if ws.feed(Message::text(m.to_json(unix_now()))).await.is_err() {
+                                        return "write failed";
+                                    }
+                                }
+                                Outbound::Close(code, reason) => {
+                                    let _ = ws.flush().await;
+                                    close(ws, CloseCode::from(code), reason).await;
+                                    return reason;
+                                }
+                            }
+                        }
+                        if ws.flush().await.is_err() {
+                            return "write failed";
+                        }
+                    }
+                    Outbound::Close(code, reason) => {
+                        close(ws, CloseCode::from(code), reason).await;
+                        return reason;
+                    }
+                }
+            }
+            frame = ws.next() => {
+                last_heard = Instant::now();
+                let payload = match frame {
+                    Some(Ok(Message::Text(t))) => t.as_bytes().to_vec(),
+                    Some(Ok(Message::Binary(b))) => b.to_vec(),
+                    Some(Ok(Message::Close(_))) | None => return "client closed",
+                    Some(Ok(_)) => continue, // ping/pong: tungstenite answers pings
+                    Some(Err(WsError::Capacity(e))) => {
+                        tracing::info!(conn, error = %e, "message too big");
+                        close(ws, CloseCode::Size, "message too big").await;
+                        return "message too big";
+                    }
+                    Some(Err(WsError::Utf8)) => {
+                        close(ws, CloseCode::Invalid, "invalid UTF-8").await;
+                        return "invalid utf-8";
+                    }
+                    Some(Err(e)) => {
+                        tracing::debug!(conn, error = %e, "read failed");
+                        return "read failed";
+                    }
+                };
+                let msg = match decode(&payload) {
+                    Ok(msg) => msg,
+                    Err(e) => {
+                        tracing::info!(conn, error = %e, "malformed frame; closing");
+                        close(ws, CloseCode::Invalid, "malformed message").await;
+                        return "malformed";
+                    }
+                };
+                if !shared.submit(conn, msg) {
+                    close(ws, CloseCode::Away, "server shutting down").await;
+                    return "shutdown";
+                }
+            }
+            _ = ping.tick() => {
+                if last_heard.elapsed() >= shared.config.ping_timeout {
+                    tracing::debug!(conn, "keepalive timeout");
+                    return "keepalive timeout";
+                }
+                ping_seq = ping_seq.wrapping_add(1);
+                let mut payload = unix_now().to_be_bytes().to_vec();
+                payload.extend_from_slice(&ping_seq.to_be_bytes());
+                if ws.send(Message::Ping(payload.into())).await.is_err() {
+                    return "write failed";
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,351 @@
+//! The SQLite [`Store`] (the default): WAL journal, versioned schema, one
+//! transaction per batch so many commands share one commit.
+
+use super::{Store, StoreError};
+use crate::protocol::mutation::{text_to_value, value_to_text};
+use crate::protocol::{
+    MailboxRecord, MailboxSide, Mutation, NameplateRecord, NameplateSide, Snapshot, StoredMessage,
+};
+use rusqlite::{params, Connection, OptionalExtension};
+use std::collections::HashMap;
+
+/// Our channel schema version (Python's layouts are 1 and 2).
+pub const CHANNEL_VERSION: i64 = 101;
+const CHANNEL_SCHEMA: &str = include_str!("../../schema/channel-v101.sql");
+
+/// How hard a commit tries to reach the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// WAL with `synchronous=NORMAL`: survives a process crash (`kill -9`);
+    /// the last commits may be lost on power failure.
+    #[default]
+    Process,
+    /// WAL with `synchronous=FULL`: every commit is fsynced.
+    PowerLoss,
+}
+
+/// Channel state in an SQLite file (or `:memory:`).
+pub struct SqliteStore {
+    conn: Connection,
+    /// When set, the next `apply` fails (fault-injection tests).
+    pub fail_next: bool,
+}
+
+fn open_error(path: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Open {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    }
+}
+
+/// Reads the one-row `version` table, or None for an empty database.
+pub(crate) fn read_version(conn: &Connection) -> Result<Option<i64>, StoreError> {
+    let has_table: bool = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type='table' AND name='version'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .map(|n| n > 0)?;
+    if !has_table {
+        return Ok(None);
+    }
+    Ok(conn
+        .query_row("SELECT version FROM version", [], |r| r.get(0))
+        .optional()?)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the channel database at `path`;
+    /// `":memory:"` gives a private in-memory database.
+    pub fn open(path: &str, durability: Durability) -> Result<Self, StoreError> {
+        let conn = if path == ":memory:" {
+            Connection::open_in_memory()
+        } else {
+            Connection::open(path)
+        }
+        .map_err(|e| open_error(path, e))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        if path != ":memory:" {
+            let mode: String = conn
+                .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+                .map_err(|e| open_error(path, e))?;
+            if !mode.eq_ignore_ascii_case("wal") {
+                tracing::warn!(path, mode, "could not switch the channel db to WAL");
+            }
+        }
+        let sync = match durability {
+            Durability::Process => "NORMAL",
+            Durability::PowerLoss => "FULL",
+        };
+        conn.execute_batch(&format!("PRAGMA synchronous={sync};"))?;
+        match read_version(&conn).map_err(|e| open_error(path, e))? {
+            None => {
+                let tx = conn.unchecked_transaction()?;
+                tx.execute_batch(CHANNEL_SCHEMA)?;
+                tx.commit()?;
+            }
+            Some(CHANNEL_VERSION) => {}
+            Some(v) => return Err(StoreError::UnknownVersion(v)),
+        }
+        Ok(SqliteStore {
+            conn,
+            fail_next: false,
+        })
+    }
+
+    /// Runs `PRAGMA integrity_check`; "ok" when the file is sound.
+    pub fn integrity_check(&self) -> Result<String, StoreError> {
+        Ok(self
+            .conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))?)
+    }
+
+    fn apply_one(tx: &rusqlite::Transaction<'_>, m: &Mutation) -> Result<(), rusqlite::Error> {
+        match m {
+            Mutation::CreateMailbox {
+                app_id,
+                mailbox_id,
+                for_nameplate,
+                updated,
+            } => {
+                tx.prepare_cached(
+                    "INSERT OR REPLACE INTO mailboxes (app_id, id, updated, for_nameplate, crowded) \
+                     VALUES (?1, ?2, ?3, ?4, 0)",
+                )?
+                .execute(params![app_id, mailbox_id, updated, for_nameplate])?;
+            }
+            Mutation::TouchMailbox {
+                app_id,
+                mailbox_id,
+                updated,
+            } => {
+                tx.prepare_cached("UPDATE mailboxes SET updated=?3 WHERE app_id=?1 AND id=?2")?
+                    .execute(params![app_id, mailbox_id, updated])?;
+            }
+            Mutation::MarkMailboxCrowded { app_id, mailbox_id } => {
+                tx.prepare_cached("UPDATE mailboxes SET crowded=1 WHERE app_id=?1 AND id=?2")?
+                    .execute(params![app_id, mailbox_id])?;
+            }
+            Mutation::AddMailboxSide {
+                app_id,
+                mailbox_id,
+                side,
+                added,
+            } => {
+                tx.prepare_cached(
+                    "INSERT OR IGNORE INTO mailbox_sides (app_id, mailbox_id, side, opened, added, mood) \
+                     VALUES (?1, ?2, ?3, 1, ?4, NULL)",
+                )?
+                .execute(params![app_id, mailbox_id, side, added])?;
+            }
+            Mutation::CloseMailboxSide {
+                app_id,
+                mailbox_id,
+                side,
+                mood,
+            } => {
+                tx.prepare_cached(
+                    "UPDATE mailbox_sides SET opened=0, mood=?4 \
+                     WHERE app_id=?1 AND mailbox_id=?2 AND side=?3",
+                )?
+                .execute(params![app_id, mailbox_id, side, mood])?;
+            }
+            Mutation::DeleteMailbox { app_id, mailbox_id } => {
+                for sql in [
+                    "DELETE FROM messages WHERE app_id=?1 AND mailbox_id=?2",
+                    "DELETE FROM mailbox_sides WHERE app_id=?1 AND mailbox_id=?2",
+                    "DELETE FROM mailboxes WHERE app_id=?1 AND id=?2",
+                ] {
+                    tx.prepare_cached(sql)?
+                        .execute(params![app_id, mailbox_id])?;
+                }
+            }
+            Mutation::CreateNameplate {
+                app_id,
+                name,
+                mailbox_id,
+            } => {
+                tx.prepare_cached(
+                    "INSERT OR REPLACE INTO nameplates (app_id, name, mailbox_id, crowded) \
+                     VALUES (?1, ?2, ?3, 0)",
+                )?
+                .execute(params![app_id, name, mailbox_id])?;
+            }
+            Mutation::MarkNameplateCrowded { app_id, name } => {
+                tx.prepare_cached("UPDATE nameplates SET crowded=1 WHERE app_id=?1 AND name=?2")?
+                    .execute(params![app_id, name])?;
+            }
+            Mutation::AddNameplateSide {
+                app_id,
+                name,
+                side,
+                added,
+            } => {
+                tx.prepare_cached(
+                    "INSERT OR IGNORE INTO nameplate_sides (app_id, name, side, claimed, added) \
+                     VALUES (?1, ?2, ?3, 1, ?4)",
+                )?
+                .execute(params![app_id, name, side, added])?;
+            }
+            Mutation::ReleaseNameplateSide { app_id, name, side } => {
+                tx.prepare_cached(
+                    "UPDATE nameplate_sides SET claimed=0 WHERE app_id=?1 AND name=?2 AND side=?3",
+                )?
+                .execute(params![app_id, name, side])?;
+            }
+            Mutation::DeleteNameplate { app_id, name } => {
+                for sql in [
+                    "DELETE FROM nameplate_sides WHERE app_id=?1 AND name=?2",
+                    "DELETE FROM nameplates WHERE app_id=?1 AND name=?2",
+                ] {
+                    tx.prepare_cached(sql)?.execute(params![app_id, name])?;
+                }
+            }
+            Mutation::AddMessage {
+                app_id,
+                mailbox_id,
+                message,
+            } => {
+                tx.prepare_cached(
+                    "INSERT INTO messages (app_id, mailbox_id, side, phase, body, server_rx, msg_id) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?
+                .execute(params![
+                    app_id,
+                    mailbox_id,
+                    message.side,
+                    value_to_text(&message.phase),
+                    value_to_text(&message.body),
+                    message.server_rx,
+                    value_to_text(&message.id),
+                ])?;
+            }
+        }
+        Ok(())
+    }
+}
+
+type Key = (String, String);
+
+impl Store for SqliteStore {
+    fn load(&mut self) -> Result<Snapshot, StoreError> {
+        let conn = &self.conn;
+        let mut mailboxes: HashMap<Key, MailboxRecord> = HashMap::new();
+        let mut stmt = conn.prepare(
+            "SELECT app_id, id, for_nameplate, updated, crowded FROM mailboxes ORDER BY rowid",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(MailboxRecord {
+                app_id: r.get(0)?,
+                id: r.get(1)?,
+                for_nameplate: r.get(2)?,
+                updated: r.get(3)?,
+                crowded: r.get(4)?,
+                sides: Vec::new(),
+                messages: Vec::new(),
+            })
+        })?;
+        for m in rows {
+            let m = m?;
+            mailboxes.insert((m.app_id.clone(), m.id.clone()), m);
+        }
+        let mut stmt = conn.prepare(
+            "SELECT app_id, mailbox_id, side, opened, added, mood FROM mailbox_sides ORDER BY rowid",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                (r.get::<_, String>(0)?, r.get::<_, String>(1)?),
+                MailboxSide {
+                    side: r.get(2)?,
+                    opened: r.get(3)?,
+                    added: r.get(4)?,
+                    mood: r.get(5)?,
+                },
+            ))
+        })?;
+        for row in rows {
+            let (key, side) = row?;
+            if let Some(mb) = mailboxes.get_mut(&key) {
+                mb.sides.push(side);
+            }
+        }
+        let mut stmt = conn.prepare(
+            "SELECT app_id, mailbox_id, side, phase, body, server_rx, msg_id \
+             FROM messages ORDER BY rowid",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                (r.get::<_, String>(0)?, r.get::<_, String>(1)?),
+                StoredMessage {
+                    side: r.get(2)?,
+                    phase: text_to_value(&r.get::<_, String>(3)?),
+                    body: text_to_value(&r.get::<_, String>(4)?),
+                    server_rx: r.get(5)?,
+                    id: text_to_value(&r.get::<_, String>(6)?),
+                },
+            ))
+        })?;
+        for row in rows {
+            let (key, msg) = row?;
+            if let Some(mb) = mailboxes.get_mut(&key) {
+                mb.messages.push(msg);
+            }
+        }
+        let mut nameplates: HashMap<Key, NameplateRecord> = HashMap::new();
+        let mut stmt = conn
+            .prepare("SELECT app_id, name, mailbox_id, crowded FROM nameplates ORDER BY rowid")?;
+        let rows = stmt.query_map([], |r| {
+            Ok(NameplateRecord {
+                app_id: r.get(0)?,
+                name: r.get(1)?,
+                mailbox_id: r.get(2)?,
+                crowded: r.get(3)?,
+                sides: Vec::new(),
+            })
+        })?;
+        for n in rows {
+            let n = n?;
+            nameplates.insert((n.app_id.clone(), n.name.clone()), n);
+        }
+        let mut stmt = conn.prepare(
+            "SELECT app_id, name, side, claimed, added FROM nameplate_sides ORDER BY rowid",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                (r.get::<_, String>(0)?, r.get::<_, String>(1)?),
+                NameplateSide {
+                    side: r.get(2)?,
+                    claimed: r.get(3)?,
+                    added: r.get(4)?,
+                },
+            ))
+        })?;
+        for row in rows {
+            let (key, side) = row?;
+            if let Some(np) = nameplates.get_mut(&key) {
+                np.sides.push(side);
+            }
+        }
+        Ok(Snapshot {
+            mailboxes: mailboxes.into_values().collect(),
+            nameplates: nameplates.into_values().collect(),
+        }
+        .normalized())
+    }
+
+    fn apply(&mut self, batch: &[Mutation]) -> Result<(), StoreError> {
+        if std::mem::take(&mut self.fail_next) {
+            return Err(StoreError::Injected("sqlite store write".into()));
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let tx = self.conn.transaction()?;
+        for m in batch {
+            Self::apply_one(&tx, m)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+}
