@@ -42,3 +42,6 @@ impl Effects {
         self.envelopes.push(Envelope { to, msg });
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests;

@@ -183,3 +183,60 @@ impl UsageDb {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::UsageResult;
+
+    #[test]
+    fn rows_blur_and_current() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("usage.sqlite");
+        let path = path.to_str().expect("path");
+        let mut db = UsageDb::open(path, Some(20)).expect("open");
+        db.record(&[
+            UsageRecord::ClientVersion {
+                app_id: "a".into(),
+                side: "s".into(),
+                connect_time: 451.0,
+                implementation: Some("python".into()),
+                version: Some("0.24.0".into()),
+            },
+            UsageRecord::Nameplate {
+                app_id: "a".into(),
+                started: 21.0,
+                waiting_time: Some(2.0),
+                total_time: 9.0,
+                result: UsageResult::Happy,
+            },
+        ])
+        .expect("record");
+        db.write_current(451.0, 456.0, 1).expect("current");
+        db.write_current(451.0, 457.0, 0).expect("current");
+        let np = db.rows("nameplates").expect("rows");
+        assert_eq!(
+            np,
+            vec![serde_json::json!({"app_id": "a", "started": 20, "waiting_time": 2, "total_time": 9, "result": "happy"})]
+        );
+        assert_eq!(db.rows("client_versions").expect("rows")[0]["connect_time"], 440);
+        let cur = db.rows("current").expect("rows");
+        assert_eq!(cur.len(), 1);
+        assert_eq!(cur[0]["updated"], 457);
+        assert_eq!(cur[0]["blur_time"], 20);
+    }
+
+    #[test]
+    fn version_one_is_upgraded_with_a_backup() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("usage.sqlite");
+        let conn = Connection::open(&path).expect("open");
+        conn.execute_batch("CREATE TABLE version (version INTEGER); INSERT INTO version VALUES (1);")
+            .expect("v1");
+        drop(conn);
+        let p = path.to_str().expect("path");
+        let db = UsageDb::open(p, None).expect("upgrade");
+        assert!(db.rows("client_versions").expect("rows").is_empty());
+        assert!(dir.path().join("usage.sqlite-backup-v1").exists());
+    }
+}
