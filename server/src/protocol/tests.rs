@@ -40,10 +40,7 @@ impl Harness {
     fn take(&mut self, fx: Effects) -> Vec<(ConnId, Value)> {
         self.mutations.extend(fx.mutations);
         self.usage.extend(fx.usage);
-        fx.envelopes
-            .iter()
-            .map(|e| (e.to, frame(&e.msg)))
-            .collect()
+        fx.envelopes.iter().map(|e| (e.to, frame(&e.msg))).collect()
     }
 
     /// Sends `msg` on `conn` at time `now`; returns every frame it caused.
@@ -59,7 +56,11 @@ impl Harness {
     pub fn reply(&mut self, conn: ConnId, msg: Value, now: f64) -> Vec<Value> {
         let id = msg.get("id").cloned().unwrap_or(Value::Null);
         let out = self.send(conn, msg, now);
-        assert_eq!(out[0], (conn, json!({"type": "ack", "id": id})), "ack first");
+        assert_eq!(
+            out[0],
+            (conn, json!({"type": "ack", "id": id})),
+            "ack first"
+        );
         out[1..]
             .iter()
             .filter(|(c, _)| *c == conn)
@@ -69,7 +70,11 @@ impl Harness {
 
     pub fn bind(&mut self, conn: ConnId, app: &str, side: &str) {
         self.core.connect(conn);
-        let r = self.reply(conn, json!({"type": "bind", "appid": app, "side": side}), 0.0);
+        let r = self.reply(
+            conn,
+            json!({"type": "bind", "appid": app, "side": side}),
+            0.0,
+        );
         assert!(r.is_empty(), "{r:?}");
     }
 
@@ -102,7 +107,10 @@ fn missing_type_gets_error_without_ack() {
     let out = h.send(1, json!({"foo": 1}), 0.0);
     assert_eq!(
         out,
-        vec![(1, json!({"type": "error", "error": "missing 'type'", "orig": {"foo": 1}}))]
+        vec![(
+            1,
+            json!({"type": "error", "error": "missing 'type'", "orig": {"foo": 1}})
+        )]
     );
 }
 
@@ -183,7 +191,10 @@ fn allocation_is_shortest_first_and_unique() {
     }
     h.bind(5000, "app", "late");
     let r = h.reply(5000, json!({"type": "allocate"}), 1.0);
-    let n: u32 = r[0]["nameplate"].as_str().and_then(|s| s.parse().ok()).expect("n");
+    let n: u32 = r[0]["nameplate"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .expect("n");
     assert!((1000..1_000_000).contains(&n));
     // other apps start again at one digit
     h.bind(6000, "other-app", "x");
@@ -234,14 +245,24 @@ fn allocate_once_per_connection_and_claims() {
     let r = h.reply(1, json!({"type": "allocate"}), 1.0);
     let np = r[0]["nameplate"].as_str().expect("np").to_owned();
     let r = h.reply(1, json!({"type": "allocate"}), 1.0);
-    assert_eq!(error_of(&r), err("you already allocated one, don't be greedy"));
+    assert_eq!(
+        error_of(&r),
+        err("you already allocated one, don't be greedy")
+    );
     // allocate doesn't count as this connection's claim
     let r = h.reply(1, json!({"type": "release"}), 1.0);
-    assert_eq!(error_of(&r), err("release without nameplate must follow claim"));
+    assert_eq!(
+        error_of(&r),
+        err("release without nameplate must follow claim")
+    );
     h.claim(1, &np, 2.0);
     let snap = h.core.snapshot();
     assert_eq!(snap.nameplates.len(), 1);
-    assert_eq!(snap.nameplates[0].sides.len(), 1, "claim after allocate is idempotent");
+    assert_eq!(
+        snap.nameplates[0].sides.len(),
+        1,
+        "claim after allocate is idempotent"
+    );
     assert_eq!(snap.nameplates[0].sides[0].added, 1.0);
 }
 
@@ -262,7 +283,9 @@ fn claim_rules() {
     h.bind(3, "a", "s1");
     let mb = h.claim(3, "1", 1.0);
     assert_eq!(mb.len(), 13);
-    assert!(mb.bytes().all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b)));
+    assert!(mb
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b)));
     // same side, new connection: same mailbox, one side row, original time
     h.bind(4, "a", "s1");
     assert_eq!(h.claim(4, "1", 2.0), mb);
@@ -297,7 +320,11 @@ fn crowded_third_side_is_refused_and_not_recorded() {
     for (conn, side) in [(6, "s1"), (7, "s2")] {
         h.bind(conn, "a", side);
         h.reply(conn, json!({"type": "release", "nameplate": "1"}), 4.0);
-        h.reply(conn, json!({"type": "close", "mailbox": mb, "mood": "happy"}), 5.0);
+        h.reply(
+            conn,
+            json!({"type": "close", "mailbox": mb, "mood": "happy"}),
+            5.0,
+        );
     }
     assert_eq!(h.core.snapshot(), Snapshot::default());
     let results: Vec<_> = h
@@ -340,10 +367,16 @@ fn release_rules() {
     let mut h = Harness::new();
     h.bind(1, "a", "s1");
     let r = h.reply(1, json!({"type": "release"}), 0.0);
-    assert_eq!(error_of(&r), err("release without nameplate must follow claim"));
+    assert_eq!(
+        error_of(&r),
+        err("release without nameplate must follow claim")
+    );
     h.claim(1, "1", 1.0);
     let r = h.reply(1, json!({"type": "release", "nameplate": "2"}), 1.0);
-    assert_eq!(error_of(&r), err("release and claim must use same nameplate"));
+    assert_eq!(
+        error_of(&r),
+        err("release and claim must use same nameplate")
+    );
     let r = h.reply(1, json!({"type": "release"}), 1.0);
     assert_eq!(r, vec![json!({"type": "released"})]);
     let r = h.reply(1, json!({"type": "release"}), 1.0);
@@ -365,14 +398,20 @@ fn open_replays_in_receive_order_then_live() {
     assert_eq!(error_of(&r), err("open requires 'mailbox'"));
     let r = h.reply(1, json!({"type": "add", "phase": "p", "body": "b"}), 0.0);
     assert_eq!(error_of(&r), err("must open mailbox before adding"));
-    assert!(h.reply(1, json!({"type": "open", "mailbox": "mb1"}), 1.0).is_empty());
+    assert!(h
+        .reply(1, json!({"type": "open", "mailbox": "mb1"}), 1.0)
+        .is_empty());
     let r = h.reply(1, json!({"type": "open", "mailbox": "mb1"}), 1.0);
     assert_eq!(error_of(&r), err("only one open per connection"));
     let r = h.reply(1, json!({"type": "add", "body": "b"}), 1.0);
     assert_eq!(error_of(&r), err("missing 'phase'"));
     let r = h.reply(1, json!({"type": "add", "phase": "p"}), 1.0);
     assert_eq!(error_of(&r), err("missing 'body'"));
-    let r = h.reply(1, json!({"type": "add", "phase": {"x": 1}, "body": "b"}), 1.0);
+    let r = h.reply(
+        1,
+        json!({"type": "add", "phase": {"x": 1}, "body": "b"}),
+        1.0,
+    );
     assert_eq!(
         error_of(&r),
         err("'phase' must be a string, number, boolean or null")
@@ -389,7 +428,10 @@ fn open_replays_in_receive_order_then_live() {
         assert_eq!(r[0]["id"], i);
     }
     let replay = h.reply(2, json!({"type": "open", "mailbox": "mb1"}), 9.0);
-    let rx: Vec<f64> = replay.iter().filter_map(|m| m["server_rx"].as_f64()).collect();
+    let rx: Vec<f64> = replay
+        .iter()
+        .filter_map(|m| m["server_rx"].as_f64())
+        .collect();
     assert_eq!(rx, vec![2.0, 3.0, 4.0]);
     assert!(replay.iter().all(|m| m["side"] == "s1"));
     // live: both listeners get it, in subscription order
@@ -413,7 +455,9 @@ fn close_rules_and_deletion() {
     let r = h.reply(1, json!({"type": "close"}), 2.0);
     assert_eq!(error_of(&r), err("only one close per connection"));
     // open again after close is allowed (Python behaviour)
-    assert!(h.reply(1, json!({"type": "open", "mailbox": "mb1"}), 3.0).is_empty());
+    assert!(h
+        .reply(1, json!({"type": "open", "mailbox": "mb1"}), 3.0)
+        .is_empty());
     // one side only: that close deleted the mailbox; the reopen made a new one
     let snap = h.core.snapshot();
     assert_eq!(snap.mailboxes.len(), 1);
@@ -433,7 +477,11 @@ fn close_deletes_only_this_mailboxs_nameplates() {
     h.claim(3, "4", 1.0);
     for c in [1, 2] {
         h.core.connect(c + 10);
-        h.reply(c, json!({"type": "close", "mailbox": mb, "mood": "happy"}), 2.0);
+        h.reply(
+            c,
+            json!({"type": "close", "mailbox": mb, "mood": "happy"}),
+            2.0,
+        );
     }
     let snap = h.core.snapshot();
     assert_eq!(snap.nameplates.len(), 1, "{snap:?}");
@@ -470,7 +518,10 @@ fn stray_named_close_of_a_missing_mailbox_is_answered_without_state() {
     let r = h.reply(1, json!({"type": "close", "mailbox": "nope"}), 1.0);
     assert_eq!(r, vec![json!({"type": "closed"})]);
     assert_eq!(h.core.snapshot(), Snapshot::default());
-    assert!(h.usage.iter().all(|u| matches!(u, UsageRecord::ClientVersion { .. })));
+    assert!(h
+        .usage
+        .iter()
+        .all(|u| matches!(u, UsageRecord::ClientVersion { .. })));
 }
 
 #[test]
@@ -493,9 +544,17 @@ fn interrupted_client_resumes_on_new_connections() {
     h.reply(5, json!({"type": "open", "mailbox": mb}), 4.0);
     h.reply(5, json!({"type": "add", "phase": "p", "body": "b"}), 4.0);
     h.bind(6, "a", "side");
-    assert_eq!(h.reply(6, json!({"type": "open", "mailbox": mb}), 5.0).len(), 1);
+    assert_eq!(
+        h.reply(6, json!({"type": "open", "mailbox": mb}), 5.0)
+            .len(),
+        1
+    );
     h.bind(7, "a", "side");
-    assert_eq!(h.reply(7, json!({"type": "open", "mailbox": mb}), 5.0).len(), 1);
+    assert_eq!(
+        h.reply(7, json!({"type": "open", "mailbox": mb}), 5.0)
+            .len(),
+        1
+    );
     let out = h.send(5, json!({"type": "add", "phase": "q", "body": "c"}), 6.0);
     let to: Vec<ConnId> = out.iter().skip(1).map(|(c, _)| *c).collect();
     assert_eq!(to, vec![5, 6, 7]);
@@ -511,19 +570,38 @@ fn two_client_transcript_leaves_nothing_behind() {
     let np = r[0]["nameplate"].as_str().expect("np").to_owned();
     let mb = h.claim(1, &np, 1.1);
     h.reply(1, json!({"type": "open", "mailbox": mb}), 1.2);
-    h.reply(1, json!({"type": "add", "phase": "pake", "body": "aa"}), 1.3);
+    h.reply(
+        1,
+        json!({"type": "add", "phase": "pake", "body": "aa"}),
+        1.3,
+    );
     h.bind(2, app, "R");
     assert_eq!(h.claim(2, &np, 3.0), mb);
     let replay = h.reply(2, json!({"type": "open", "mailbox": mb}), 3.1);
     assert_eq!(replay.len(), 1);
-    let out = h.send(2, json!({"type": "add", "phase": "pake", "body": "bb"}), 3.2);
-    assert_eq!(out.iter().map(|(c, _)| *c).collect::<Vec<_>>(), vec![2, 1, 2]);
+    let out = h.send(
+        2,
+        json!({"type": "add", "phase": "pake", "body": "bb"}),
+        3.2,
+    );
+    assert_eq!(
+        out.iter().map(|(c, _)| *c).collect::<Vec<_>>(),
+        vec![2, 1, 2]
+    );
     h.reply(1, json!({"type": "release", "nameplate": np}), 3.3);
     h.reply(2, json!({"type": "release", "nameplate": np}), 3.4);
     assert!(h.core.snapshot().nameplates.is_empty());
-    h.reply(2, json!({"type": "close", "mailbox": mb, "mood": "happy"}), 4.0);
+    h.reply(
+        2,
+        json!({"type": "close", "mailbox": mb, "mood": "happy"}),
+        4.0,
+    );
     assert_eq!(h.core.snapshot().mailboxes.len(), 1);
-    h.reply(1, json!({"type": "close", "mailbox": mb, "mood": "happy"}), 5.0);
+    h.reply(
+        1,
+        json!({"type": "close", "mailbox": mb, "mood": "happy"}),
+        5.0,
+    );
     assert_eq!(h.core.snapshot(), Snapshot::default());
     let rows: Vec<_> = h
         .usage
@@ -563,7 +641,9 @@ fn list_is_string_sorted_and_can_be_disallowed() {
     let r = h.reply(1, json!({"type": "list"}), 1.0);
     assert_eq!(
         r,
-        vec![json!({"type": "nameplates", "nameplates": [{"id": "1"}, {"id": "10"}, {"id": "100"}, {"id": "2"}]})]
+        vec![
+            json!({"type": "nameplates", "nameplates": [{"id": "1"}, {"id": "10"}, {"id": "100"}, {"id": "2"}]})
+        ]
     );
     let mut h = Harness::with(CoreSettings {
         disallow_list: true,
@@ -588,7 +668,9 @@ fn apps_are_isolated() {
     h.reply(1, json!({"type": "open", "mailbox": mb_a}), 1.0);
     h.reply(1, json!({"type": "add", "phase": "p", "body": "b"}), 1.0);
     h.bind(3, "b", "s2");
-    assert!(h.reply(3, json!({"type": "open", "mailbox": mb_a}), 2.0).is_empty());
+    assert!(h
+        .reply(3, json!({"type": "open", "mailbox": mb_a}), 2.0)
+        .is_empty());
 }
 
 #[test]
@@ -625,7 +707,13 @@ fn prune_matrix() {
         }
     }
     h.prune(123.0, 50.0);
-    let mut alive: Vec<String> = h.core.snapshot().mailboxes.into_iter().map(|m| m.id).collect();
+    let mut alive: Vec<String> = h
+        .core
+        .snapshot()
+        .mailboxes
+        .into_iter()
+        .map(|m| m.id)
+        .collect();
     alive.sort();
     expect_alive.sort();
     assert_eq!(alive, expect_alive);
@@ -646,7 +734,13 @@ fn prune_takes_nameplates_with_their_mailbox() {
         }
     }
     h.prune(123.0, 50.0);
-    let names: Vec<String> = h.core.snapshot().nameplates.into_iter().map(|n| n.name).collect();
+    let names: Vec<String> = h
+        .core
+        .snapshot()
+        .nameplates
+        .into_iter()
+        .map(|n| n.name)
+        .collect();
     assert_eq!(names, vec!["3", "4", "5"]);
     assert!(h.usage.iter().any(|u| matches!(
         u,
@@ -663,7 +757,11 @@ fn restore_rebuilds_the_same_state() {
     h.bind(1, "a", "s1");
     let mb = h.claim(1, "4", 1.0);
     h.reply(1, json!({"type": "open", "mailbox": mb}), 1.0);
-    h.reply(1, json!({"type": "add", "phase": 5, "body": "x", "id": null}), 2.0);
+    h.reply(
+        1,
+        json!({"type": "add", "phase": 5, "body": "x", "id": null}),
+        2.0,
+    );
     let snap = h.core.snapshot();
     let restored = Core::restore(CoreSettings::default(), snap.clone());
     assert_eq!(restored.snapshot(), snap);

@@ -18,12 +18,24 @@ fn scenario() -> Harness {
     h.claim(2, "1", 2.0);
     let _ = h.reply(4, json!({"type": "claim", "nameplate": "1"}), 2.5); // crowded
     h.reply(1, json!({"type": "open", "mailbox": mb}), 3.0);
-    h.reply(1, json!({"type": "add", "phase": "pake", "body": "00", "id": "ab"}), 3.5);
-    h.reply(1, json!({"type": "add", "phase": 7, "body": null, "id": 1.5}), 3.6);
+    h.reply(
+        1,
+        json!({"type": "add", "phase": "pake", "body": "00", "id": "ab"}),
+        3.5,
+    );
+    h.reply(
+        1,
+        json!({"type": "add", "phase": 7, "body": null, "id": 1.5}),
+        3.6,
+    );
     h.reply(1, json!({"type": "release"}), 4.0);
     h.claim(3, "1", 5.0);
     h.reply(3, json!({"type": "open", "mailbox": "free-form"}), 6.0);
-    h.reply(3, json!({"type": "add", "phase": "x", "body": "é\u{1F600}"}), 6.5);
+    h.reply(
+        3,
+        json!({"type": "add", "phase": "x", "body": "é\u{1F600}"}),
+        6.5,
+    );
     h.reply(3, json!({"type": "close", "mood": "lonely"}), 7.0);
     h.bind(5, "app-a", "s9");
     h.claim(5, "22", 8.0);

@@ -217,9 +217,14 @@ mod tests {
         let np = db.rows("nameplates").expect("rows");
         assert_eq!(
             np,
-            vec![serde_json::json!({"app_id": "a", "started": 20, "waiting_time": 2, "total_time": 9, "result": "happy"})]
+            vec![
+                serde_json::json!({"app_id": "a", "started": 20, "waiting_time": 2, "total_time": 9, "result": "happy"})
+            ]
         );
-        assert_eq!(db.rows("client_versions").expect("rows")[0]["connect_time"], 440);
+        assert_eq!(
+            db.rows("client_versions").expect("rows")[0]["connect_time"],
+            440
+        );
         let cur = db.rows("current").expect("rows");
         assert_eq!(cur.len(), 1);
         assert_eq!(cur[0]["updated"], 457);
@@ -231,8 +236,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("usage.sqlite");
         let conn = Connection::open(&path).expect("open");
-        conn.execute_batch("CREATE TABLE version (version INTEGER); INSERT INTO version VALUES (1);")
-            .expect("v1");
+        conn.execute_batch(
+            "CREATE TABLE version (version INTEGER); INSERT INTO version VALUES (1);",
+        )
+        .expect("v1");
         drop(conn);
         let p = path.to_str().expect("path");
         let db = UsageDb::open(p, None).expect("upgrade");
