@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -116,13 +117,28 @@ impl Drop for Binary {
     }
 }
 
-/// A port nobody listens on right now (the server binds it with
-/// SO_REUSEADDR, so the restart can reuse it at once).
+/// A port nobody listens on, below the kernel's ephemeral range: the
+/// restart reuses it (the server binds with SO_REUSEADDR), and no outgoing
+/// connection of a parallel test can take it in between, as it could take
+/// a port from `bind(0)`.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("probe a free port")
-        .port()
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const LOW: u32 = 10_000;
+    let ephemeral_low: u32 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768);
+    let span = ephemeral_low.saturating_sub(LOW).max(1);
+    // Spread concurrent test processes apart; probe in case one is in use.
+    let start = std::process::id().wrapping_mul(97);
+    for _ in 0..span {
+        let n = start.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed));
+        let port = u16::try_from(LOW + n % span).expect("port");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {LOW}..{ephemeral_low}");
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -164,17 +180,22 @@ impl Client {
             .expect("send frame");
     }
 
-    /// The next protocol message (pings are answered by tungstenite).
+    /// The next protocol message, without its `server_tx` (which differs on
+    /// every send, replays included). Pings are answered by tungstenite.
     async fn recv(&mut self) -> Value {
         loop {
-            let frame = tokio::time::timeout(LIMIT, self.ws.next())
-                .await
-                .unwrap_or_else(|_| panic!("{}: no message within {LIMIT:?}", self.name))
-                .unwrap_or_else(|| panic!("{}: connection ended", self.name))
-                .unwrap_or_else(|e| panic!("{}: {e}", self.name));
+            let frame = match tokio::time::timeout(LIMIT, self.ws.next()).await {
+                Err(_) => panic!("{}: no message within {LIMIT:?}", self.name),
+                Ok(None) => panic!("{}: connection ended", self.name),
+                Ok(Some(Err(e))) => panic!("{}: {e}", self.name),
+                Ok(Some(Ok(frame))) => frame,
+            };
             match frame {
                 Message::Text(text) => {
-                    return serde_json::from_str(text.as_str()).expect("JSON frame")
+                    let mut msg: Value = serde_json::from_str(text.as_str()).expect("JSON");
+                    let tx = msg.as_object_mut().and_then(|m| m.remove("server_tx"));
+                    assert!(tx.is_some_and(|t| t.is_f64()), "{}: {msg}", self.name);
+                    return msg;
                 }
                 Message::Ping(_) | Message::Pong(_) => continue,
                 other => panic!("{}: unexpected frame {other:?}", self.name),
@@ -213,13 +234,14 @@ impl Client {
         m
     }
 
-    /// A graceful server shutdown ends the connection with a close frame.
+    /// A graceful server shutdown ends the connection with a close frame
+    /// (after whatever was already queued for this client).
     async fn expect_close(mut self) {
         loop {
             match tokio::time::timeout(LIMIT, self.ws.next()).await {
                 Err(_) => panic!("{}: connection still open", self.name),
                 Ok(Some(Ok(Message::Close(_)))) => return,
-                Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+                Ok(Some(Ok(Message::Text(_) | Message::Ping(_) | Message::Pong(_)))) => continue,
                 Ok(other) => panic!("{}: {other:?} instead of a close frame", self.name),
             }
         }
@@ -228,7 +250,6 @@ impl Client {
 
 /// Distinct command ids, so an `ack` is matched to its own command.
 fn next_id() -> String {
-    use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
     format!("{:04x}", N.fetch_add(1, Ordering::Relaxed))
 }
@@ -297,7 +318,10 @@ fn check_db_after(dir: &Path) {
             Ok((r.get(0)?, r.get(1)?))
         })
         .expect("nameplate usage row");
-    assert!(started > 1.0e9 && total >= 0.0, "started {started} total {total}");
+    assert!(
+        started > 1.0e9 && total >= 0.0,
+        "started {started} total {total}"
+    );
 }
 
 // ---------------------------------------------------------------- session
@@ -349,7 +373,10 @@ async fn split_session(stop: Stop) {
     let again = s
         .request(json!({"type": "claim", "nameplate": nameplate}), "claimed")
         .await;
-    assert_eq!(again["mailbox"], mailbox, "re-claim returns the same mailbox");
+    assert_eq!(
+        again["mailbox"], mailbox,
+        "re-claim returns the same mailbox"
+    );
     s.command(json!({"type": "open", "mailbox": mailbox})).await;
     assert_eq!(s.message().await, s_pake, "replay keeps server_rx and id");
     let r_pake = s.message().await;
@@ -366,10 +393,16 @@ async fn split_session(stop: Stop) {
     assert_eq!(r.message().await, r_pake);
 
     // Finish as the Python client does: release, version, phase 0, close.
-    s.request(json!({"type": "release", "nameplate": nameplate}), "released")
-        .await;
-    r.request(json!({"type": "release", "nameplate": nameplate}), "released")
-        .await;
+    s.request(
+        json!({"type": "release", "nameplate": nameplate}),
+        "released",
+    )
+    .await;
+    r.request(
+        json!({"type": "release", "nameplate": nameplate}),
+        "released",
+    )
+    .await;
     for (phase, s_body, r_body) in [("version", "c3", "d4"), ("0", "e5", "f6")] {
         let (s_id, r_id) = (format!("s-{phase}"), format!("r-{phase}"));
         s.add(phase, s_body, &s_id).await;
@@ -434,6 +467,7 @@ async fn kill_9_under_load_loses_no_acked_message() {
         .expect("count")
         .try_into()
         .expect("count fits");
+    eprintln!("kill -9 after {acked} acks: {stored} of {SENT} adds stored");
     assert!(
         (acked..=SENT).contains(&stored),
         "{acked} acked but {stored} stored"
@@ -452,5 +486,9 @@ async fn kill_9_under_load_loses_no_acked_message() {
     .await;
     server.terminate_with(vec![s]).await;
     assert_eq!(integrity(dir.path()), "ok");
-    assert_eq!(leftover_rows(dir.path()), 0, "the only side closed: all deleted");
+    assert_eq!(
+        leftover_rows(dir.path()),
+        0,
+        "the only side closed: all deleted"
+    );
 }

@@ -102,11 +102,7 @@ async fn exchange(url: &str, handle: &ServerHandle) -> String {
     })
     .await;
     let (mut s, mut r) = (s.expect("sender wormhole"), r.expect("receiver wormhole"));
-    assert_eq!(
-        s.verifier(),
-        r.verifier(),
-        "both sides derive the same key"
-    );
+    assert_eq!(s.verifier(), r.verifier(), "both sides derive the same key");
     assert_eq!(
         r.peer_version(),
         &serde_json::json!({"test": "rust_client.rs"})
@@ -115,11 +111,16 @@ async fn exchange(url: &str, handle: &ServerHandle) -> String {
     assert!(handle.nameplates(APP_ID).is_empty(), "nameplate released");
 
     bounded("messages", async {
-        s.send(b"hello from the sender".to_vec()).await.expect("send");
+        s.send(b"hello from the sender".to_vec())
+            .await
+            .expect("send");
         r.send(b"hello from the receiver".to_vec())
             .await
             .expect("send");
-        assert_eq!(r.receive().await.expect("receive"), b"hello from the sender");
+        assert_eq!(
+            r.receive().await.expect("receive"),
+            b"hello from the sender"
+        );
         assert_eq!(
             s.receive().await.expect("receive"),
             b"hello from the receiver"
@@ -128,7 +129,11 @@ async fn exchange(url: &str, handle: &ServerHandle) -> String {
     .await;
 
     let mailboxes = handle.snapshot().mailboxes;
-    assert_eq!(mailboxes.len(), 1, "one mailbox while the wormholes are open");
+    assert_eq!(
+        mailboxes.len(),
+        1,
+        "one mailbox while the wormholes are open"
+    );
     let mailbox_id = mailboxes[0].id.clone();
     // pake, version and phase 0 from each side.
     let mut phases: Vec<&str> = mailboxes[0]
@@ -191,12 +196,21 @@ async fn two_rust_wormholes_exchange_messages_sqlite_with_usage() {
     // The Rust client sends no client_version: bind rows carry nulls.
     let versions = handle.usage_rows("client_versions");
     assert_eq!(versions.len(), 4, "{versions:?}");
-    assert!(versions.iter().all(|v| v["app_id"] == APP_ID), "{versions:?}");
+    assert!(
+        versions.iter().all(|v| v["app_id"] == APP_ID),
+        "{versions:?}"
+    );
     server.shutdown().await;
 
     // Everything was deleted from the channel database too.
     let db = rusqlite::Connection::open(path("channel.sqlite")).expect("open db");
-    for table in ["nameplates", "nameplate_sides", "mailboxes", "mailbox_sides", "messages"] {
+    for table in [
+        "nameplates",
+        "nameplate_sides",
+        "mailboxes",
+        "mailbox_sides",
+        "messages",
+    ] {
         let n: i64 = db
             .query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
             .expect("count");
