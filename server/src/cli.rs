@@ -86,6 +86,39 @@ pub struct Args {
     #[arg(long, default_value_t = 50_000)]
     pub max_connections: usize,
 
+    /// Most simultaneous connections from one client address (default: no cap).
+    #[arg(long, value_name = "N")]
+    pub max_connections_per_ip: Option<usize>,
+
+    /// Count connections per `X-Real-IP` instead of the TCP peer (only
+    /// behind a proxy that sets that header; otherwise clients could spoof it).
+    #[arg(long)]
+    pub trust_proxy_headers: bool,
+
+    /// Seconds a client has to finish the HTTP/WebSocket handshake.
+    #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
+    pub handshake_timeout: f64,
+
+    /// Frames queued for a client that isn't reading before it is disconnected.
+    #[arg(long, default_value_t = 10_000, value_name = "N")]
+    pub max_queued_frames: usize,
+
+    /// Messages one mailbox may hold.
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    pub max_mailbox_messages: usize,
+
+    /// Bytes (phase + body) one mailbox may hold.
+    #[arg(long, default_value_t = 4 << 20, value_name = "BYTES")]
+    pub max_mailbox_bytes: usize,
+
+    /// Live nameplates per app id.
+    #[arg(long, default_value_t = 100_000, value_name = "N")]
+    pub max_app_nameplates: usize,
+
+    /// Live mailboxes in the whole server.
+    #[arg(long, default_value_t = 1_000_000, value_name = "N")]
+    pub max_mailboxes: usize,
+
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -236,7 +269,16 @@ pub fn config(args: &Args) -> anyhow::Result<Config> {
         },
         max_message_size: args.max_message_size,
         max_connections: args.max_connections,
-        ..Config::default()
+        max_connections_per_ip: args.max_connections_per_ip,
+        trust_proxy_headers: args.trust_proxy_headers,
+        handshake_timeout: seconds(args.handshake_timeout, "handshake-timeout")?,
+        max_queued_frames: args.max_queued_frames.max(1),
+        limits: wormhole_mailbox_server::Limits {
+            max_mailbox_messages: args.max_mailbox_messages,
+            max_mailbox_bytes: args.max_mailbox_bytes,
+            max_app_nameplates: args.max_app_nameplates,
+            max_mailboxes: args.max_mailboxes,
+        },
     };
     apply_websocket_options(&mut config, &args.websocket_protocol_option)?;
     Ok(config)

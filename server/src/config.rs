@@ -1,5 +1,6 @@
 //! Server settings shared by the CLI, the tests and the Python binding.
 
+use crate::protocol::Limits;
 use crate::store::Durability;
 use std::time::Duration;
 
@@ -39,6 +40,15 @@ pub struct Config {
     pub max_connections: usize,
     /// A client must finish the HTTP/WebSocket handshake within this time.
     pub handshake_timeout: Duration,
+    /// Most simultaneous connections from one address (None: no cap).
+    pub max_connections_per_ip: Option<usize>,
+    /// Take the client address from `X-Real-IP` for the per-address cap
+    /// (only behind a proxy that sets it; otherwise clients could spoof it).
+    pub trust_proxy_headers: bool,
+    /// Frames queued for one slow client before it is disconnected.
+    pub max_queued_frames: usize,
+    /// Storage limits per mailbox, per app and in total.
+    pub limits: Limits,
 }
 
 impl Default for Config {
@@ -59,6 +69,10 @@ impl Default for Config {
             max_message_size: 1 << 20,
             max_connections: 50_000,
             handshake_timeout: Duration::from_secs(10),
+            max_connections_per_ip: None,
+            trust_proxy_headers: false,
+            max_queued_frames: 10_000,
+            limits: Limits::default(),
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod protocol;
 pub mod store;
 
 pub use config::Config;
+pub use protocol::Limits;
 pub use store::Durability;
 
 use pipeline::{Job, PipelineStats, Routes};
@@ -54,6 +55,10 @@ pub(crate) struct Shared {
     pub stats: Arc<PipelineStats>,
     /// Read-only view of the usage DB for introspection.
     pub usage_reader: Option<Mutex<UsageDb>>,
+    /// Fault injection: the next N commits fail (see `ServerHandle`).
+    pub fail_commits: Arc<std::sync::atomic::AtomicU32>,
+    /// Open connections per client address (for the per-address cap).
+    pub per_ip: Mutex<HashMap<std::net::IpAddr, usize>>,
 }
 
 impl Shared {
@@ -151,10 +156,20 @@ impl Server {
         };
         let routes: Arc<Routes> = Arc::new(Mutex::new(HashMap::new()));
         let stats = Arc::new(PipelineStats::default());
-        let (tx, writer) = pipeline::spawn_writer(store, usage, routes.clone(), stats.clone())?;
+        let resync: pipeline::Resync = Arc::new(std::sync::OnceLock::new());
+        let fail_commits = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let (tx, writer) = pipeline::spawn_writer(pipeline::Writer {
+            store,
+            usage,
+            routes: routes.clone(),
+            stats: stats.clone(),
+            resync: resync.clone(),
+            fail_commits: fail_commits.clone(),
+        })?;
         let core = Core::restore(
             CoreSettings {
                 disallow_list: config.disallow_list,
+                limits: config.limits.clone(),
             },
             snapshot,
         );
@@ -177,7 +192,18 @@ impl Server {
             started: unix_now(),
             stats,
             usage_reader,
+            fail_commits,
+            per_ip: Mutex::new(HashMap::new()),
         });
+        let weak = Arc::downgrade(&shared);
+        let _ = resync.set(Box::new(move |snapshot| {
+            if let Some(shared) = weak.upgrade() {
+                if let Ok(mut locked) = shared.core.lock() {
+                    locked.core.resync(snapshot);
+                    tracing::warn!("state reloaded from the channel db after a failed commit");
+                }
+            }
+        }));
         Ok(Server { shared, writer })
     }
 
@@ -259,6 +285,20 @@ impl ServerHandle {
             .as_ref()
             .and_then(|u| u.lock().ok().and_then(|u| u.rows(table).ok()))
             .unwrap_or_default()
+    }
+
+    /// Makes the next `n` channel-db commits fail (fault-injection tests:
+    /// each failure is retried, so pass more than the retry count to make a
+    /// batch fail for good).
+    pub fn inject_commit_failures(&self, n: u32) {
+        self.shared
+            .fail_commits
+            .store(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Limits hit so far, by limit name.
+    pub fn limit_hits(&self) -> HashMap<&'static str, u64> {
+        self.with_core(|c| c.limit_hits.clone()).unwrap_or_default()
     }
 
     /// Transactions committed and jobs processed by the writer.

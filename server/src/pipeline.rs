@@ -4,12 +4,23 @@
 //! (and every frame a command causes) is written only after its mutation is
 //! durable, and per-connection order equals processing order.
 
-use crate::protocol::{ConnId, Effects, ServerMessage};
-use crate::store::{Store, UsageDb};
+use crate::protocol::{ConnId, Effects, ServerMessage, Snapshot};
+use crate::store::{Store, StoreError, UsageDb};
 use std::collections::HashMap;
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
-use tokio::sync::mpsc::UnboundedSender;
+use std::time::Duration;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::mpsc::Sender;
+
+/// Waits between attempts at a failed commit: transient faults (a locked
+/// database, a briefly full disk) heal without a client noticing.
+const RETRY_DELAYS: [Duration; 3] = [
+    Duration::from_millis(50),
+    Duration::from_millis(250),
+    Duration::from_secs(1),
+];
 
 /// Most jobs committed in one transaction.
 const MAX_BATCH: usize = 1024;
@@ -17,14 +28,30 @@ const MAX_BATCH: usize = 1024;
 /// What a connection task must do next.
 #[derive(Debug)]
 pub enum Outbound {
-    /// Write this message.
-    Message(ServerMessage),
+    /// Write this message (boxed: queue slots stay small for idle clients).
+    Message(Box<ServerMessage>),
     /// Close the WebSocket with this code and reason (storage failure).
     Close(u16, &'static str),
 }
 
-/// The connections frames can be routed to.
-pub type Routes = Mutex<HashMap<ConnId, UnboundedSender<Outbound>>>;
+/// The connections frames can be routed to. Each queue is bounded: a
+/// client that doesn't read is disconnected instead of growing memory.
+pub type Routes = Mutex<HashMap<ConnId, Sender<Outbound>>>;
+
+/// Called with the stored state after a commit finally failed, so the core
+/// forgets the changes that never reached the disk.
+pub type Resync = Arc<OnceLock<Box<dyn Fn(Snapshot) + Send + Sync>>>;
+
+/// Everything the writer thread owns or shares.
+pub struct Writer {
+    pub store: Box<dyn Store>,
+    pub usage: Option<UsageDb>,
+    pub routes: Arc<Routes>,
+    pub stats: Arc<PipelineStats>,
+    pub resync: Resync,
+    /// Fault injection for tests: this many upcoming commits fail.
+    pub fail_commits: Arc<AtomicU32>,
+}
 
 /// One unit of work for the writer.
 #[derive(Debug, Default)]
@@ -42,16 +69,13 @@ pub struct PipelineStats {
     pub commits: std::sync::atomic::AtomicU64,
     pub jobs: std::sync::atomic::AtomicU64,
     pub failures: std::sync::atomic::AtomicU64,
+    /// Connections dropped because their outbound queue was full.
+    pub slow_clients: std::sync::atomic::AtomicU64,
 }
 
 /// Starts the writer thread; it ends when every sender is dropped, after
 /// committing what was queued.
-pub fn spawn_writer(
-    mut store: Box<dyn Store>,
-    mut usage: Option<UsageDb>,
-    routes: Arc<Routes>,
-    stats: Arc<PipelineStats>,
-) -> std::io::Result<(mpsc::Sender<Job>, JoinHandle<()>)> {
+pub fn spawn_writer(mut w: Writer) -> std::io::Result<(mpsc::Sender<Job>, JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel::<Job>();
     let handle = std::thread::Builder::new()
         .name("mailbox-writer".into())
@@ -64,20 +88,49 @@ pub fn spawn_writer(
                         Err(_) => break,
                     }
                 }
-                commit_batch(&mut *store, usage.as_mut(), &routes, &stats, batch);
+                commit_batch(&mut w, batch);
             }
             tracing::debug!("writer drained and stopped");
         })?;
     Ok((tx, handle))
 }
 
-fn commit_batch(
-    store: &mut dyn Store,
-    usage: Option<&mut UsageDb>,
-    routes: &Routes,
-    stats: &PipelineStats,
-    mut batch: Vec<Job>,
-) {
+impl Writer {
+    fn try_apply(&mut self, mutations: &[crate::protocol::Mutation]) -> Result<(), StoreError> {
+        let injected = self
+            .fail_commits
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok();
+        if injected {
+            return Err(StoreError::Injected("commit".into()));
+        }
+        self.store.apply(mutations)
+    }
+
+    /// Applies with retries; false when every attempt failed.
+    fn apply_with_retries(&mut self, mutations: &[crate::protocol::Mutation]) -> bool {
+        let mut attempt = 0;
+        loop {
+            match self.try_apply(mutations) {
+                Ok(()) => return true,
+                Err(e) => {
+                    self.stats
+                        .failures
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(delay) = RETRY_DELAYS.get(attempt) else {
+                        tracing::error!(error = %e, "channel db commit failed; giving up on this batch");
+                        return false;
+                    };
+                    tracing::warn!(error = %e, attempt, "channel db commit failed; retrying");
+                    std::thread::sleep(*delay);
+                    attempt += 1;
+                }
+            }
+        }
+    }
+}
+
+fn commit_batch(w: &mut Writer, mut batch: Vec<Job>) {
     use std::sync::atomic::Ordering::Relaxed;
     let wrote: Vec<bool> = batch
         .iter()
@@ -87,21 +140,23 @@ fn commit_batch(
         .iter_mut()
         .flat_map(|j| std::mem::take(&mut j.effects.mutations))
         .collect();
-    stats.jobs.fetch_add(batch.len() as u64, Relaxed);
-    let ok = match store.apply(&mutations) {
-        Ok(()) => {
-            if !mutations.is_empty() {
-                stats.commits.fetch_add(1, Relaxed);
+    w.stats.jobs.fetch_add(batch.len() as u64, Relaxed);
+    let ok = mutations.is_empty() || w.apply_with_retries(&mutations);
+    if ok && !mutations.is_empty() {
+        w.stats.commits.fetch_add(1, Relaxed);
+    }
+    if !ok {
+        // memory ran ahead of the disk: go back to what is stored
+        match w.store.load() {
+            Ok(snapshot) => {
+                if let Some(resync) = w.resync.get() {
+                    resync(snapshot);
+                }
             }
-            true
+            Err(e) => tracing::error!(error = %e, "cannot reload the channel db"),
         }
-        Err(e) => {
-            stats.failures.fetch_add(1, Relaxed);
-            tracing::error!(error = %e, jobs = batch.len(), "channel db commit failed");
-            false
-        }
-    };
-    if let Some(usage) = usage {
+    }
+    if let Some(usage) = w.usage.as_mut() {
         let rows: Vec<_> = batch
             .iter_mut()
             .flat_map(|j| std::mem::take(&mut j.effects.usage))
@@ -115,9 +170,10 @@ fn commit_batch(
             }
         }
     }
-    let Ok(routes) = routes.lock() else {
+    let Ok(mut routes) = w.routes.lock() else {
         return;
     };
+    let mut slow = Vec::new();
     for (job, wrote) in batch.into_iter().zip(wrote) {
         if !ok && wrote {
             // Nothing of this batch is durable: don't acknowledge it. The
@@ -125,15 +181,25 @@ fn commit_batch(
             // client reconnects and resumes); the others are answered.
             if let Some(origin) = job.origin {
                 if let Some(tx) = routes.get(&origin) {
-                    let _ = tx.send(Outbound::Close(1011, "storage error"));
+                    if tx.try_send(Outbound::Close(1011, "storage error")).is_err() {
+                        slow.push(origin);
+                    }
                 }
             }
             continue;
         }
         for env in job.effects.envelopes {
             if let Some(tx) = routes.get(&env.to) {
-                let _ = tx.send(Outbound::Message(env.msg));
+                if let Err(TrySendError::Full(_)) = tx.try_send(Outbound::Message(Box::new(env.msg))) {
+                    slow.push(env.to);
+                }
             }
+        }
+    }
+    for conn in slow {
+        if routes.remove(&conn).is_some() {
+            w.stats.slow_clients.fetch_add(1, Relaxed);
+            tracing::warn!(conn, "client not reading; disconnecting it");
         }
     }
 }

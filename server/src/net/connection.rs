@@ -69,18 +69,33 @@ pub(crate) async fn run(
     let Outcome::WebSocket(ws, address) = outcome else {
         return;
     };
+    let mut ws = *ws;
+    let ip = if shared.config.trust_proxy_headers {
+        address.ip
+    } else {
+        peer.ip()
+    };
+    let Some(_ip_slot) = IpSlot::take(&shared, ip) else {
+        tracing::warn!("per-address connection cap reached; refusing a connection");
+        close(
+            &mut ws,
+            CloseCode::Policy,
+            "too many connections from your address",
+        )
+        .await;
+        return;
+    };
     let conn = shared.next_conn.fetch_add(1, Ordering::Relaxed);
     if shared.config.blur_usage.is_none() {
         tracing::debug!(conn, client = %peer, "ws client connecting");
     }
-    let mut ws = *ws;
     let mut welcome = shared.welcome.clone();
     welcome.insert("your-address".into(), address.to_json());
     let frame = ServerMessage::Welcome { welcome }.to_json(unix_now());
     if ws.send(Message::text(frame)).await.is_err() {
         return;
     }
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (tx, rx) = mpsc::channel(shared.config.max_queued_frames.max(1));
     if let Ok(mut routes) = shared.routes.lock() {
         routes.insert(conn, tx);
     }
@@ -96,6 +111,48 @@ pub(crate) async fn run(
         core.core.disconnect(conn);
     }
     drop(permit);
+}
+
+/// One connection's place in the per-address count; released on drop.
+/// (No cap configured: an empty slot.)
+struct IpSlot<'a> {
+    shared: &'a Shared,
+    ip: Option<std::net::IpAddr>,
+}
+
+impl<'a> IpSlot<'a> {
+    /// None when `ip` already has the maximum number of connections.
+    fn take(shared: &'a Shared, ip: std::net::IpAddr) -> Option<Self> {
+        let Some(cap) = shared.config.max_connections_per_ip else {
+            return Some(IpSlot { shared, ip: None });
+        };
+        let mut map = shared.per_ip.lock().ok()?;
+        let n = map.entry(ip).or_default();
+        if *n >= cap {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot {
+            shared,
+            ip: Some(ip),
+        })
+    }
+}
+
+impl Drop for IpSlot<'_> {
+    fn drop(&mut self) {
+        let Some(ip) = self.ip else {
+            return;
+        };
+        if let Ok(mut map) = self.shared.per_ip.lock() {
+            if let Some(n) = map.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(&ip);
+                }
+            }
+        }
+    }
 }
 
 async fn close(ws: &mut Ws, code: CloseCode, reason: &'static str) {
@@ -118,7 +175,7 @@ async fn serve_frames(
     shared: &Shared,
     conn: u64,
     ws: &mut Ws,
-    mut rx: mpsc::UnboundedReceiver<Outbound>,
+    mut rx: mpsc::Receiver<Outbound>,
     mut stop: watch::Receiver<bool>,
 ) -> &'static str {
     let ping_every = shared.config.ping_interval;
@@ -133,7 +190,11 @@ async fn serve_frames(
                 return "shutdown";
             }
             out = rx.recv() => {
-                let Some(out) = out else { return "routes dropped" };
+                let Some(out) = out else {
+                    // the writer dropped our queue: we weren't reading
+                    close(ws, CloseCode::Policy, "client too slow").await;
+                    return "too slow";
+                };
                 match out {
                     Outbound::Message(msg) => {
                         if ws.feed(Message::text(msg.to_json(unix_now()))).await.is_err() {

@@ -60,6 +60,17 @@ pub struct StoredMessage {
     pub id: Value,
 }
 
+impl StoredMessage {
+    /// Bytes counted against a mailbox's storage limit.
+    pub fn size(&self) -> usize {
+        let len = |v: &Value| match v {
+            Value::String(s) => s.len(),
+            other => other.to_string().len(),
+        };
+        len(&self.phase) + len(&self.body) + len(&self.id) + self.side.len()
+    }
+}
+
 fn float(v: f64) -> Value {
     serde_json::Number::from_f64(v)
         .map(Value::Number)

@@ -13,7 +13,7 @@ pub use error::ProtocolError;
 pub use message::{decode, ClientMessage, DecodeError, ServerMessage, StoredMessage};
 pub use model::{App, Mailbox, MailboxSide, Nameplate, NameplateSide};
 pub use mutation::{MailboxRecord, Mutation, NameplateRecord, Snapshot};
-pub use session::{Core, CoreSettings};
+pub use session::{Core, CoreSettings, Limits};
 pub use usage::{UsageRecord, UsageResult};
 
 /// Identifies one WebSocket connection for the lifetime of the process.

@@ -50,6 +50,8 @@ pub struct Mailbox {
     pub sides: Vec<MailboxSide>,
     /// Receive order, which is also replay order.
     pub messages: Vec<StoredMessage>,
+    /// Sum of the messages' sizes, for the per-mailbox byte limit.
+    pub stored_bytes: usize,
     /// Subscribed connections, in subscription order (broadcast order).
     pub listeners: Vec<ConnId>,
     pub crowded: bool,
@@ -133,6 +135,7 @@ impl App {
                 updated: now,
                 sides: Vec::new(),
                 messages: Vec::new(),
+                stored_bytes: 0,
                 listeners: Vec::new(),
                 crowded: false,
                 serial,
@@ -355,6 +358,7 @@ impl App {
             mailbox_id: mailbox_id.to_owned(),
             updated: msg.server_rx,
         });
+        mb.stored_bytes += msg.size();
         mb.messages.push(msg);
     }
 

@@ -5,7 +5,7 @@
 use super::error::{check_nameplate, ProtocolError};
 use super::message::{ClientMessage, ServerMessage, StoredMessage};
 use super::model::{App, Mailbox, MailboxSide, Nameplate};
-use super::mutation::{MailboxRecord, NameplateRecord, Snapshot};
+use super::mutation::{MailboxRecord, Mutation, NameplateRecord, Snapshot};
 use super::usage::UsageRecord;
 use super::{ConnId, Effects};
 use rand::RngCore;
@@ -17,6 +17,44 @@ use std::collections::HashMap;
 pub struct CoreSettings {
     /// `--disallow-list`: `list` always answers an empty list.
     pub disallow_list: bool,
+    /// Storage limits, so nobody can fill the disk through the mailbox.
+    pub limits: Limits,
+}
+
+/// Storage limits; hitting one gets the client an `error` (never a drop).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Messages one mailbox may hold (real clients use fewer than 20).
+    pub max_mailbox_messages: usize,
+    /// Bytes of `phase` + `body` one mailbox may hold.
+    pub max_mailbox_bytes: usize,
+    /// Live nameplates per app id.
+    pub max_app_nameplates: usize,
+    /// Live mailboxes in the whole server.
+    pub max_mailboxes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_mailbox_messages: 1000,
+            max_mailbox_bytes: 4 << 20,
+            max_app_nameplates: 100_000,
+            max_mailboxes: 1_000_000,
+        }
+    }
+}
+
+impl Limits {
+    /// No limits (core unit tests of the Python behaviours).
+    pub fn unlimited() -> Self {
+        Limits {
+            max_mailbox_messages: usize::MAX,
+            max_mailbox_bytes: usize::MAX,
+            max_app_nameplates: usize::MAX,
+            max_mailboxes: usize::MAX,
+        }
+    }
 }
 
 /// Per-connection flags; never persisted (§2.2).
@@ -43,6 +81,10 @@ pub struct Core {
     apps: HashMap<String, App>,
     sessions: HashMap<ConnId, Session>,
     next_serial: u64,
+    /// Live mailboxes across all apps (kept for the `max_mailboxes` limit).
+    mailbox_count: usize,
+    /// How often each limit was hit, by name (for logs and metrics).
+    pub limit_hits: HashMap<&'static str, u64>,
 }
 
 fn field_str<'a>(
@@ -98,6 +140,7 @@ impl Core {
                     for_nameplate: m.for_nameplate,
                     updated: m.updated,
                     sides: m.sides,
+                    stored_bytes: m.messages.iter().map(StoredMessage::size).sum(),
                     messages: m.messages,
                     listeners: Vec::new(),
                     crowded: m.crowded,
@@ -105,6 +148,7 @@ impl Core {
                 },
             );
         }
+        core.mailbox_count = core.apps.values().map(|a| a.mailboxes.len()).sum();
         for n in snapshot.nameplates {
             core.apps.entry(n.app_id).or_default().nameplates.insert(
                 n.name,
@@ -116,6 +160,28 @@ impl Core {
             );
         }
         core
+    }
+
+    /// Replaces the state with `snapshot` (what storage really holds, after
+    /// a failed commit), keeping sessions, and the listeners and serials of
+    /// every mailbox that still exists, so unaffected clients carry on.
+    pub fn resync(&mut self, snapshot: Snapshot) {
+        let fresh = Core::restore(self.settings.clone(), snapshot);
+        let mut old = std::mem::take(&mut self.apps);
+        self.apps = fresh.apps;
+        self.mailbox_count = fresh.mailbox_count;
+        for (app_id, app) in self.apps.iter_mut() {
+            let Some(old_app) = old.get_mut(app_id) else {
+                continue;
+            };
+            for (id, mb) in app.mailboxes.iter_mut() {
+                if let Some(prev) = old_app.mailboxes.remove(id) {
+                    mb.listeners = prev.listeners;
+                    mb.serial = prev.serial;
+                }
+            }
+        }
+        self.next_serial = self.next_serial.max(fresh.next_serial);
     }
 
     fn serial(&mut self) -> u64 {
@@ -184,7 +250,48 @@ impl Core {
                 },
             );
         }
+        self.count_mailboxes(&fx);
         fx
+    }
+
+    fn count_mailboxes(&mut self, fx: &Effects) {
+        for m in &fx.mutations {
+            match m {
+                Mutation::CreateMailbox { .. } => self.mailbox_count += 1,
+                Mutation::DeleteMailbox { .. } => {
+                    self.mailbox_count = self.mailbox_count.saturating_sub(1)
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Counts a limit hit and builds its error.
+    fn limit(&mut self, name: &'static str, text: &str) -> ProtocolError {
+        *self.limit_hits.entry(name).or_default() += 1;
+        tracing::warn!(limit = name, "limit reached");
+        ProtocolError::Limit(text.to_owned())
+    }
+
+    fn check_new_mailbox(&mut self) -> Result<(), ProtocolError> {
+        if self.mailbox_count >= self.settings.limits.max_mailboxes {
+            return Err(self.limit(
+                "max_mailboxes",
+                "server is full: too many mailboxes in use, try again later",
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_new_nameplate(&mut self, app_id: &str) -> Result<(), ProtocolError> {
+        let used = self.apps.get(app_id).map_or(0, |a| a.nameplates.len());
+        if used >= self.settings.limits.max_app_nameplates {
+            return Err(self.limit(
+                "max_app_nameplates",
+                "too many nameplates in use for this app, try again later",
+            ));
+        }
+        self.check_new_mailbox()
     }
 
     fn dispatch(
@@ -278,6 +385,7 @@ impl Core {
         if self.session(conn).did_allocate {
             return Err(ProtocolError::AlreadyAllocated);
         }
+        self.check_new_nameplate(app_id)?;
         let serial = self.serial();
         let app = self.apps.entry(app_id.to_owned()).or_default();
         let name = app
@@ -312,6 +420,13 @@ impl Core {
         let name = field_str(msg, "nameplate")?.unwrap_or_default();
         check_nameplate(name)?;
         self.session(conn).nameplate = Some(name.to_owned());
+        if !self
+            .apps
+            .get(app_id)
+            .is_some_and(|a| a.nameplates.contains_key(name))
+        {
+            self.check_new_nameplate(app_id)?;
+        }
         let serial = self.serial();
         let app = self.apps.entry(app_id.to_owned()).or_default();
         let mailbox = app.claim(app_id, name, side, now, rng, serial, fx)?;
@@ -383,6 +498,13 @@ impl Core {
             .ok_or(ProtocolError::OpenRequiresMailbox)?
             .to_owned();
         self.session(conn).mailbox_id = Some(mailbox_id.clone());
+        if !self
+            .apps
+            .get(app_id)
+            .is_some_and(|a| a.mailboxes.contains_key(&mailbox_id))
+        {
+            self.check_new_mailbox()?;
+        }
         let serial = self.serial();
         let app = self.apps.entry(app_id.to_owned()).or_default();
         app.open_mailbox(app_id, &mailbox_id, side, now, serial, fx)?;
@@ -421,6 +543,18 @@ impl Core {
             server_rx: now,
             id: scalar(msg, "id")?,
         };
+        let limits = &self.settings.limits;
+        let (count, bytes) = self
+            .apps
+            .get(app_id)
+            .and_then(|a| a.mailboxes.get(&open.0))
+            .map_or((0, 0), |mb| (mb.messages.len(), mb.stored_bytes));
+        if count >= limits.max_mailbox_messages {
+            return Err(self.limit("max_mailbox_messages", "mailbox is full: too many messages"));
+        }
+        if bytes + message.size() > limits.max_mailbox_bytes {
+            return Err(self.limit("max_mailbox_bytes", "mailbox is full: too many bytes"));
+        }
         if let Some(app) = self.apps.get_mut(app_id) {
             app.add(app_id, &open.0, message, fx);
         }
@@ -514,6 +648,7 @@ impl Core {
         for app_id in emptied {
             self.apps.remove(&app_id);
         }
+        self.count_mailboxes(&fx);
         fx
     }
 

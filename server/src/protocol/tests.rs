@@ -25,7 +25,10 @@ fn frame(msg: &ServerMessage) -> Value {
 
 impl Harness {
     pub fn new() -> Self {
-        Self::with(CoreSettings::default())
+        Self::with(CoreSettings {
+            limits: Limits::unlimited(),
+            ..CoreSettings::default()
+        })
     }
 
     pub fn with(settings: CoreSettings) -> Self {
@@ -647,6 +650,7 @@ fn list_is_string_sorted_and_can_be_disallowed() {
     );
     let mut h = Harness::with(CoreSettings {
         disallow_list: true,
+        ..CoreSettings::default()
     });
     h.bind(1, "a", "s");
     h.claim(1, "3", 1.0);
@@ -749,6 +753,45 @@ fn prune_takes_nameplates_with_their_mailbox() {
             ..
         }
     )));
+}
+
+#[test]
+fn limits_answer_with_errors() {
+    let mut h = Harness::with(CoreSettings {
+        limits: Limits {
+            max_mailbox_messages: 2,
+            max_mailbox_bytes: 64,
+            max_app_nameplates: 2,
+            max_mailboxes: 3,
+        },
+        ..CoreSettings::default()
+    });
+    h.bind(1, "a", "s1");
+    h.reply(1, json!({"type": "open", "mailbox": "m"}), 1.0);
+    h.reply(1, json!({"type": "add", "phase": "1", "body": "aa"}), 1.0);
+    h.reply(1, json!({"type": "add", "phase": "2", "body": "aa"}), 1.0);
+    let r = h.reply(1, json!({"type": "add", "phase": "3", "body": "aa"}), 1.0);
+    assert_eq!(error_of(&r), err("mailbox is full: too many messages"));
+    h.bind(2, "a", "s2");
+    h.reply(2, json!({"type": "open", "mailbox": "m2"}), 1.0);
+    let r = h.reply(
+        2,
+        json!({"type": "add", "phase": "1", "body": "a".repeat(80)}),
+        1.0,
+    );
+    assert_eq!(error_of(&r), err("mailbox is full: too many bytes"));
+    h.bind(3, "a", "s3");
+    h.claim(3, "1", 1.0); // third mailbox
+    h.bind(4, "a", "s4");
+    let r = h.reply(4, json!({"type": "claim", "nameplate": "2"}), 1.0);
+    assert_eq!(
+        error_of(&r),
+        err("server is full: too many mailboxes in use, try again later")
+    );
+    // joining an existing nameplate is still fine
+    h.bind(5, "a", "s5");
+    h.claim(5, "1", 1.0);
+    assert_eq!(h.core.limit_hits.get("max_mailbox_messages"), Some(&1));
 }
 
 #[test]
