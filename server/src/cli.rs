@@ -119,9 +119,26 @@ pub struct Args {
     #[arg(long, default_value_t = 1_000_000, value_name = "N")]
     pub max_mailboxes: usize,
 
+    /// Accepted permission methods (repeatable): `none` lets any client
+    /// in (the default, and the only one the Python server has); `hashcash`
+    /// asks for proof of work. With only `hashcash`, clients must pay.
+    #[arg(long = "permissions", value_enum, value_name = "METHOD")]
+    pub permissions: Vec<PermissionMethod>,
+
+    /// Bits of hashcash work asked for when `hashcash` is accepted.
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    pub hashcash_bits: u32,
+
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+/// A permission method (protocol.md §9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PermissionMethod {
+    None,
+    Hashcash,
 }
 
 /// How log lines are written to stderr.
@@ -279,7 +296,20 @@ pub fn config(args: &Args) -> anyhow::Result<Config> {
             max_app_nameplates: args.max_app_nameplates,
             max_mailboxes: args.max_mailboxes,
         },
+        permissions: Default::default(),
     };
+    if !args.permissions.is_empty() {
+        config.permissions = wormhole_mailbox_server::Permissions {
+            allow_none: args.permissions.contains(&PermissionMethod::None),
+            hashcash_bits: args
+                .permissions
+                .contains(&PermissionMethod::Hashcash)
+                .then_some(args.hashcash_bits),
+        };
+    }
+    if !(1..=64).contains(&args.hashcash_bits) {
+        bail!("--hashcash-bits must be between 1 and 64");
+    }
     apply_websocket_options(&mut config, &args.websocket_protocol_option)?;
     Ok(config)
 }

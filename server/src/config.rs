@@ -1,6 +1,6 @@
 //! Server settings shared by the CLI, the tests and the Python binding.
 
-use crate::protocol::Limits;
+use crate::protocol::{Limits, Permissions};
 use crate::store::Durability;
 use std::time::Duration;
 
@@ -49,6 +49,8 @@ pub struct Config {
     pub max_queued_frames: usize,
     /// Storage limits per mailbox, per app and in total.
     pub limits: Limits,
+    /// The permissions extension: `none` only (the default) changes nothing.
+    pub permissions: Permissions,
 }
 
 impl Default for Config {
@@ -73,6 +75,7 @@ impl Default for Config {
             trust_proxy_headers: false,
             max_queued_frames: 10_000,
             limits: Limits::default(),
+            permissions: Permissions::default(),
         }
     }
 }

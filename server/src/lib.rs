@@ -10,7 +10,7 @@ pub mod protocol;
 pub mod store;
 
 pub use config::Config;
-pub use protocol::Limits;
+pub use protocol::{Limits, Permissions};
 pub use store::Durability;
 
 use pipeline::{Job, PipelineStats, Routes};
@@ -48,8 +48,8 @@ pub(crate) struct Shared {
     pub core: Mutex<Locked>,
     pub routes: Arc<Routes>,
     pub next_conn: AtomicU64,
-    /// The welcome without `your-address`, built once.
-    pub welcome: serde_json::Map<String, serde_json::Value>,
+    /// The welcome without the per-connection keys; replaced on reload.
+    pub welcome: std::sync::RwLock<serde_json::Map<String, serde_json::Value>>,
     /// Process start, for the usage DB `current.rebooted`.
     pub started: f64,
     pub stats: Arc<PipelineStats>,
@@ -62,6 +62,11 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The current welcome (without per-connection keys).
+    pub fn welcome(&self) -> serde_json::Map<String, serde_json::Value> {
+        self.welcome.read().map(|w| w.clone()).unwrap_or_default()
+    }
+
     /// Hands a decoded message to the core and queues its effects; false
     /// when the server is shutting down.
     pub fn submit(&self, conn: ConnId, msg: ClientMessage) -> bool {
@@ -170,6 +175,7 @@ impl Server {
             CoreSettings {
                 disallow_list: config.disallow_list,
                 limits: config.limits.clone(),
+                permissions: config.permissions.clone(),
             },
             snapshot,
         );
@@ -180,7 +186,7 @@ impl Server {
             tracing::info!("blurring access times to {b} seconds");
         }
         let shared = Arc::new(Shared {
-            welcome: config.welcome_base(),
+            welcome: std::sync::RwLock::new(config.welcome_base()),
             config,
             core: Mutex::new(Locked {
                 core,

@@ -89,18 +89,28 @@ pub(crate) async fn run(
     if shared.config.blur_usage.is_none() {
         tracing::debug!(conn, client = %peer, "ws client connecting");
     }
-    let mut welcome = shared.welcome.clone();
+    let permission = match shared.core.lock() {
+        Ok(mut locked) => {
+            let crate::Locked { core, rng, .. } = &mut *locked;
+            core.connect(conn, rng)
+        }
+        Err(_) => return,
+    };
+    let mut welcome = shared.welcome();
+    if let Some(p) = permission {
+        welcome.insert("permission-required".into(), p);
+    }
     welcome.insert("your-address".into(), address.to_json());
     let frame = ServerMessage::Welcome { welcome }.to_json(unix_now());
     if ws.send(Message::text(frame)).await.is_err() {
+        if let Ok(mut core) = shared.core.lock() {
+            core.core.disconnect(conn);
+        }
         return;
     }
     let (tx, rx) = mpsc::channel(shared.config.max_queued_frames.max(1));
     if let Ok(mut routes) = shared.routes.lock() {
         routes.insert(conn, tx);
-    }
-    if let Ok(mut core) = shared.core.lock() {
-        core.core.connect(conn);
     }
     let reason = serve_frames(&shared, conn, &mut ws, rx, stop).await;
     tracing::debug!(conn, reason, "connection ended");

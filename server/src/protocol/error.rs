@@ -42,6 +42,13 @@ pub enum ProtocolError {
     NoFreeNameplate,
     /// An operator limit was hit (message text says which).
     Limit(String),
+    /// `submit-permission` named a method the server doesn't offer:
+    /// (method, the offered names).
+    UnknownPermissionMethod(String, String),
+    /// The stamp didn't verify (or was reused).
+    PermissionFailed,
+    /// `bind` before a permission was granted, where one is required.
+    PermissionFirst,
 }
 
 /// Why a nameplate was rejected; the wording follows the Python server's
@@ -91,6 +98,11 @@ impl fmt::Display for ProtocolError {
             }
             NoFreeNameplate => "unable to find a free nameplate-id",
             Limit(text) => return f.write_str(text),
+            UnknownPermissionMethod(method, names) => {
+                return write!(f, "'{method}' is not one of: {names}")
+            }
+            PermissionFailed => "submit-permission failed",
+            PermissionFirst => "must submit-permission first",
         };
         f.write_str(s)
     }

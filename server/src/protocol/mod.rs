@@ -6,6 +6,7 @@ pub mod error;
 pub mod message;
 pub mod model;
 pub mod mutation;
+pub mod permission;
 pub mod session;
 pub mod usage;
 
@@ -13,6 +14,7 @@ pub use error::ProtocolError;
 pub use message::{decode, ClientMessage, DecodeError, ServerMessage, StoredMessage};
 pub use model::{App, Mailbox, MailboxSide, Nameplate, NameplateSide};
 pub use mutation::{MailboxRecord, Mutation, NameplateRecord, Snapshot};
+pub use permission::Permissions;
 pub use session::{Core, CoreSettings, Limits};
 pub use usage::{UsageRecord, UsageResult};
 

@@ -5,6 +5,7 @@
 use super::error::{check_nameplate, ProtocolError};
 use super::message::{ClientMessage, ServerMessage, StoredMessage};
 use super::model::{App, Mailbox, MailboxSide, Nameplate};
+use super::permission::{new_resource, verify_hashcash, Permissions};
 use super::mutation::{MailboxRecord, Mutation, NameplateRecord, Snapshot};
 use super::usage::UsageRecord;
 use super::{ConnId, Effects};
@@ -19,6 +20,8 @@ pub struct CoreSettings {
     pub disallow_list: bool,
     /// Storage limits, so nobody can fill the disk through the mailbox.
     pub limits: Limits,
+    /// The permissions extension (off by default).
+    pub permissions: Permissions,
 }
 
 /// Storage limits; hitting one gets the client an `error` (never a drop).
@@ -72,6 +75,12 @@ struct Session {
     /// The mailbox currently open (subscribed), with its serial.
     open: Option<(String, u64)>,
     did_close: bool,
+    /// This connection's hashcash resource (permissions extension).
+    resource: Option<String>,
+    /// A permission was granted (`submit-permission` succeeded).
+    permitted: bool,
+    /// Stamps already spent on this connection.
+    stamps: Vec<String>,
 }
 
 /// The whole protocol state of a server: apps and connection sessions.
@@ -189,9 +198,19 @@ impl Core {
         self.next_serial
     }
 
-    /// Registers a new connection (before its first message).
-    pub fn connect(&mut self, conn: ConnId) {
-        self.sessions.insert(conn, Session::default());
+    /// Registers a new connection (before its first message) and returns
+    /// the welcome's `permission-required` value, if the extension is on.
+    pub fn connect(&mut self, conn: ConnId, rng: &mut dyn RngCore) -> Option<Value> {
+        let mut session = Session::default();
+        let perms = &self.settings.permissions;
+        let offer = perms.advertised().then(|| {
+            let resource = perms.hashcash_bits.map(|_| new_resource(rng));
+            let value = perms.welcome_value(resource.as_deref());
+            session.resource = resource;
+            value
+        });
+        self.sessions.insert(conn, session);
+        offer
     }
 
     /// Forgets a connection: its subscription ends, the state stays (§5.4).
@@ -310,6 +329,11 @@ impl Core {
                 return Ok(());
             }
             "bind" => return self.bind(conn, msg, now, fx),
+            "submit-permission" | "submit-permissions"
+                if self.settings.permissions.advertised() =>
+            {
+                return self.submit_permission(conn, msg);
+            }
             _ => {}
         }
         let session = self.sessions.entry(conn).or_default();
@@ -353,6 +377,9 @@ impl Core {
         if self.session(conn).bound.is_some() {
             return Err(ProtocolError::AlreadyBound);
         }
+        if !self.settings.permissions.allow_none && !self.session(conn).permitted {
+            return Err(ProtocolError::PermissionFirst);
+        }
         if !msg.contains_key("appid") {
             return Err(ProtocolError::BindRequiresAppid);
         }
@@ -370,6 +397,42 @@ impl Core {
             version,
         });
         self.session(conn).bound = Some((app_id, side));
+        Ok(())
+    }
+
+    fn submit_permission(
+        &mut self,
+        conn: ConnId,
+        msg: &ClientMessage,
+    ) -> Result<(), ProtocolError> {
+        let perms = self.settings.permissions.clone();
+        let method = msg.get("method").and_then(Value::as_str).unwrap_or("");
+        if !perms.names().contains(&method) {
+            let shown = msg
+                .get("method")
+                .map(|m| m.as_str().map_or_else(|| m.to_string(), str::to_owned))
+                .unwrap_or_default();
+            return Err(ProtocolError::UnknownPermissionMethod(
+                shown,
+                perms.names().join(", "),
+            ));
+        }
+        let session = self.session(conn);
+        if method == "hashcash" {
+            let stamp = msg.get("stamp").and_then(Value::as_str).unwrap_or("");
+            let ok = match (&session.resource, perms.hashcash_bits) {
+                (Some(resource), Some(bits)) => {
+                    !session.stamps.iter().any(|s| s == stamp)
+                        && verify_hashcash(stamp, resource, bits)
+                }
+                _ => false,
+            };
+            if !ok {
+                return Err(ProtocolError::PermissionFailed);
+            }
+            session.stamps.push(stamp.to_owned());
+        }
+        session.permitted = true;
         Ok(())
     }
 

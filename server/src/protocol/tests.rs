@@ -71,8 +71,13 @@ impl Harness {
             .collect()
     }
 
+    /// Registers a connection; returns the welcome's permission offer.
+    pub fn connect(&mut self, conn: ConnId) -> Option<Value> {
+        self.core.connect(conn, &mut self.rng)
+    }
+
     pub fn bind(&mut self, conn: ConnId, app: &str, side: &str) {
-        self.core.connect(conn);
+        self.core.connect(conn, &mut self.rng);
         let r = self.reply(
             conn,
             json!({"type": "bind", "appid": app, "side": side}),
@@ -106,7 +111,7 @@ fn error_of(frames: &[Value]) -> Value {
 #[test]
 fn missing_type_gets_error_without_ack() {
     let mut h = Harness::new();
-    h.core.connect(1);
+    h.connect(1);
     let out = h.send(1, json!({"foo": 1}), 0.0);
     assert_eq!(
         out,
@@ -120,7 +125,7 @@ fn missing_type_gets_error_without_ack() {
 #[test]
 fn bind_rules_in_order() {
     let mut h = Harness::new();
-    h.core.connect(1);
+    h.connect(1);
     let r = h.reply(1, json!({"type": "list"}), 0.0);
     assert_eq!(error_of(&r), err("must bind first"));
     let r = h.reply(1, json!({"type": "___unknown", "id": {"x": 1}}), 0.0);
@@ -144,7 +149,7 @@ fn bind_rules_in_order() {
 #[test]
 fn ping_before_bind_echoes_any_value() {
     let mut h = Harness::new();
-    h.core.connect(1);
+    h.connect(1);
     let r = h.reply(1, json!({"type": "ping", "ping": {"a": [1, 2]}}), 0.0);
     assert_eq!(r, vec![json!({"type": "pong", "pong": {"a": [1, 2]}})]);
     let r = h.reply(1, json!({"type": "ping"}), 0.0);
@@ -154,7 +159,7 @@ fn ping_before_bind_echoes_any_value() {
 #[test]
 fn bind_records_client_version() {
     let mut h = Harness::new();
-    h.core.connect(1);
+    h.connect(1);
     h.reply(
         1,
         json!({"type": "bind", "appid": "a", "side": "s", "client_version": ["python", "1.2.3", "junk"]}),
@@ -479,7 +484,7 @@ fn close_deletes_only_this_mailboxs_nameplates() {
     h.claim(2, "1", 1.0);
     h.claim(3, "4", 1.0);
     for c in [1, 2] {
-        h.core.connect(c + 10);
+        h.connect(c + 10);
         h.reply(
             c,
             json!({"type": "close", "mailbox": mb, "mood": "happy"}),
@@ -792,6 +797,52 @@ fn limits_answer_with_errors() {
     h.bind(5, "a", "s5");
     h.claim(5, "1", 1.0);
     assert_eq!(h.core.limit_hits.get("max_mailbox_messages"), Some(&1));
+}
+
+#[test]
+fn permissions_hashcash_and_none() {
+    use super::permission::mint_hashcash;
+    let mut h = Harness::with(CoreSettings {
+        permissions: Permissions {
+            allow_none: false,
+            hashcash_bits: Some(8),
+        },
+        ..CoreSettings::default()
+    });
+    let offer = h.connect(1).expect("offered");
+    assert_eq!(offer["none"], Value::Null);
+    assert_eq!(offer["hashcash"]["bits"], 8);
+    let resource = offer["hashcash"]["resource"].as_str().expect("resource").to_owned();
+    let r = h.reply(1, json!({"type": "bind", "appid": "a", "side": "s"}), 0.0);
+    assert_eq!(error_of(&r), err("must submit-permission first"));
+    let r = h.reply(1, json!({"type": "submit-permissions", "method": "none"}), 0.0);
+    assert_eq!(error_of(&r), err("'none' is not one of: hashcash"));
+    let r = h.reply(
+        1,
+        json!({"type": "submit-permission", "method": "hashcash", "stamp": "1:8:x:wrong::r:0"}),
+        0.0,
+    );
+    assert_eq!(error_of(&r), err("submit-permission failed"));
+    let stamp = mint_hashcash(&resource, 8);
+    let r = h.reply(
+        1,
+        json!({"type": "submit-permission", "method": "hashcash", "stamp": stamp}),
+        0.0,
+    );
+    assert!(r.is_empty(), "{r:?}");
+    let r = h.reply(
+        1,
+        json!({"type": "submit-permissions", "method": "hashcash", "stamp": stamp}),
+        0.0,
+    );
+    assert_eq!(error_of(&r), err("submit-permission failed"), "reused stamp");
+    let r = h.reply(1, json!({"type": "bind", "appid": "a", "side": "s"}), 0.0);
+    assert!(r.is_empty());
+    // default settings: nothing offered, the message type is unknown as in Python
+    let mut h = Harness::new();
+    assert_eq!(h.connect(1), None);
+    let r = h.reply(1, json!({"type": "submit-permission", "method": "none"}), 0.0);
+    assert_eq!(error_of(&r), err("must bind first"));
 }
 
 #[test]
