@@ -1,0 +1,571 @@
+//! The observed transcript of a run (every frame in and out, per connection,
+//! in order) and its normalised text form for snapshots, where random values
+//! become stable aliases (`[side:a]`, `[np:1]`, `[mb:1]`, `[time]`, …).
+
+use crate::json::{inline, to_hex};
+use crate::vars::Variables;
+use crate::vector::RestartKind;
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+/// One WebSocket data frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Frame {
+    /// A text frame.
+    Text(String),
+    /// A binary frame.
+    Binary(Vec<u8>),
+}
+
+impl Frame {
+    /// The frame's JSON content, if it is a text frame holding JSON.
+    pub fn json(&self) -> Option<Value> {
+        match self {
+            Frame::Text(t) => serde_json::from_str(t).ok(),
+            Frame::Binary(_) => None,
+        }
+    }
+
+    fn describe_raw(&self) -> String {
+        match self {
+            Frame::Text(t) => format!("text {}", Value::String(t.clone())),
+            Frame::Binary(b) => format!("binary {}", to_hex(b)),
+        }
+    }
+}
+
+/// What happened.
+#[derive(Clone, Debug)]
+pub enum Event {
+    /// A WebSocket connection was opened.
+    Connect {
+        /// The URL used.
+        url: String,
+    },
+    /// Opening the connection failed.
+    ConnectFailed {
+        /// Why.
+        error: String,
+    },
+    /// The harness sent a frame.
+    Send(Frame),
+    /// The server sent a frame. `consumed` is false for frames no
+    /// expectation read (left over at the end, or drained by a close).
+    Recv {
+        /// The frame.
+        frame: Frame,
+        /// Read by an expectation.
+        consumed: bool,
+    },
+    /// The connection ended from the server's side (or was lost).
+    Closed {
+        /// Close code and reason, or how the TCP connection ended.
+        detail: String,
+        /// Read by an expectation.
+        consumed: bool,
+    },
+    /// The harness closed the connection cleanly.
+    Disconnect,
+    /// The harness dropped the TCP connection.
+    Drop,
+    /// A plain HTTP request.
+    Http {
+        /// Method.
+        method: String,
+        /// Path.
+        path: String,
+        /// Status code, if a response arrived.
+        status: Option<u16>,
+        /// Response body (lossy UTF-8).
+        body: Option<String>,
+        /// Why no response, if none.
+        error: Option<String>,
+    },
+    /// The server was restarted.
+    Restart(RestartKind),
+    /// The harness slept.
+    Sleep(u64),
+}
+
+/// One transcript entry.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    /// Milliseconds since the run started (when it happened; for received
+    /// frames, when the frame arrived).
+    pub t_ms: f64,
+    /// The step that caused or consumed it (`None` for end-of-run cleanup).
+    pub step: Option<usize>,
+    /// The connection, for connection events.
+    pub conn: Option<String>,
+    /// What happened.
+    pub event: Event,
+}
+
+impl Entry {
+    /// The JSON form used in `--json` reports.
+    pub fn to_json(&self) -> Value {
+        let mut o = Map::new();
+        o.insert("t_ms".into(), json!((self.t_ms * 10.0).round() / 10.0));
+        o.insert("step".into(), json!(self.step));
+        if let Some(c) = &self.conn {
+            o.insert("conn".into(), json!(c));
+        }
+        let frame_fields = |o: &mut Map<String, Value>, f: &Frame| match f {
+            Frame::Text(t) => {
+                o.insert("text".into(), json!(t));
+            }
+            Frame::Binary(b) => {
+                o.insert("binary".into(), json!(to_hex(b)));
+            }
+        };
+        match &self.event {
+            Event::Connect { url } => {
+                o.insert("event".into(), json!("connect"));
+                o.insert("url".into(), json!(url));
+            }
+            Event::ConnectFailed { error } => {
+                o.insert("event".into(), json!("connect_failed"));
+                o.insert("error".into(), json!(error));
+            }
+            Event::Send(f) => {
+                o.insert("event".into(), json!("send"));
+                frame_fields(&mut o, f);
+            }
+            Event::Recv { frame, consumed } => {
+                o.insert("event".into(), json!("recv"));
+                frame_fields(&mut o, frame);
+                o.insert("consumed".into(), json!(consumed));
+            }
+            Event::Closed { detail, consumed } => {
+                o.insert("event".into(), json!("closed"));
+                o.insert("detail".into(), json!(detail));
+                o.insert("consumed".into(), json!(consumed));
+            }
+            Event::Disconnect => {
+                o.insert("event".into(), json!("disconnect"));
+            }
+            Event::Drop => {
+                o.insert("event".into(), json!("drop"));
+            }
+            Event::Http {
+                method,
+                path,
+                status,
+                body,
+                error,
+            } => {
+                o.insert("event".into(), json!("http"));
+                o.insert("method".into(), json!(method));
+                o.insert("path".into(), json!(path));
+                o.insert("status".into(), json!(status));
+                o.insert("body".into(), json!(body));
+                if let Some(e) = error {
+                    o.insert("error".into(), json!(e));
+                }
+            }
+            Event::Restart(kind) => {
+                o.insert("event".into(), json!("restart"));
+                o.insert("kind".into(), json!(kind.to_string()));
+            }
+            Event::Sleep(ms) => {
+                o.insert("event".into(), json!("sleep"));
+                o.insert("ms".into(), json!(ms));
+            }
+        }
+        Value::Object(o)
+    }
+
+    /// A one-line human rendering with the real values (for failure reports).
+    pub fn describe(&self) -> String {
+        let conn = self.conn.as_deref().unwrap_or("-");
+        let step = self
+            .step
+            .map_or_else(|| "end".to_owned(), |s| s.to_string());
+        let body = match &self.event {
+            Event::Connect { url } => format!("{conn} connect {url}"),
+            Event::ConnectFailed { error } => format!("{conn} connect failed: {error}"),
+            Event::Send(f) => format!("{conn} -> {}", render_raw(f)),
+            Event::Recv { frame, consumed } => format!(
+                "{conn} <- {}{}",
+                render_raw(frame),
+                if *consumed {
+                    ""
+                } else {
+                    "   (not read by any step)"
+                }
+            ),
+            Event::Closed { detail, .. } => format!("{conn} <- closed ({detail})"),
+            Event::Disconnect => format!("{conn} disconnect"),
+            Event::Drop => format!("{conn} drop"),
+            Event::Http {
+                method,
+                path,
+                status,
+                body,
+                error,
+            } => match (status, error) {
+                (Some(s), _) => format!(
+                    "http {method} {path} -> {s} {}",
+                    Value::String(body.clone().unwrap_or_default())
+                ),
+                (None, e) => format!(
+                    "http {method} {path} failed: {}",
+                    e.clone().unwrap_or_default()
+                ),
+            },
+            Event::Restart(k) => format!("restart {k}"),
+            Event::Sleep(ms) => format!("sleep {ms} ms"),
+        };
+        format!("[{:>8.1} ms step {step:>3}] {body}", self.t_ms)
+    }
+}
+
+fn render_raw(f: &Frame) -> String {
+    match f.json() {
+        Some(v) => inline(&v),
+        None => f.describe_raw(),
+    }
+}
+
+/// Assigns stable aliases to random values, by first appearance.
+struct Aliases {
+    fixed: BTreeMap<String, String>,
+    nameplates: BTreeMap<String, String>,
+    mailboxes: BTreeMap<String, String>,
+    captures: Vec<(String, String)>,
+}
+
+impl Aliases {
+    fn new(vars: &Variables) -> Self {
+        let mut fixed = BTreeMap::new();
+        for (name, v) in vars.appids() {
+            let alias = if name.is_empty() {
+                "[appid]".to_owned()
+            } else {
+                format!("[appid:{name}]")
+            };
+            fixed.insert(v.clone(), alias);
+        }
+        for (name, v) in vars.sides() {
+            fixed.insert(v.clone(), format!("[side:{name}]"));
+        }
+        let captures = vars
+            .captures()
+            .iter()
+            .filter_map(|(name, v)| match v {
+                Value::String(s) if s.chars().count() >= 8 => {
+                    Some((s.clone(), format!("[cap:{name}]")))
+                }
+                _ => None,
+            })
+            .collect();
+        Aliases {
+            fixed,
+            nameplates: BTreeMap::new(),
+            mailboxes: BTreeMap::new(),
+            captures,
+        }
+    }
+
+    /// Pass 1: number nameplates and mailboxes in order of appearance.
+    fn collect(&mut self, v: &Value, key: Option<&str>) {
+        match v {
+            Value::String(s) if !self.fixed.contains_key(s) => match key {
+                Some("nameplate") | Some("nameplates[].id") => {
+                    let n = self.nameplates.len() + 1;
+                    self.nameplates
+                        .entry(s.clone())
+                        .or_insert_with(|| format!("[np:{n}]"));
+                }
+                Some("mailbox") => {
+                    let n = self.mailboxes.len() + 1;
+                    self.mailboxes
+                        .entry(s.clone())
+                        .or_insert_with(|| format!("[mb:{n}]"));
+                }
+                _ => {}
+            },
+            Value::Array(items) => {
+                for item in items {
+                    let k = if key == Some("nameplates") {
+                        Some("nameplates[]")
+                    } else {
+                        None
+                    };
+                    self.collect(item, k);
+                }
+            }
+            Value::Object(map) => {
+                for (k, item) in map {
+                    let ctx = if key == Some("nameplates[]") && k == "id" {
+                        "nameplates[].id"
+                    } else {
+                        k.as_str()
+                    };
+                    self.collect(item, Some(ctx));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Pass 2: replace.
+    fn apply(&self, v: &Value, key: Option<&str>, parent: Option<&str>) -> Value {
+        match v {
+            Value::Number(_) if matches!(key, Some("server_tx") | Some("server_rx")) => {
+                json!("[time]")
+            }
+            Value::Number(_) if key == Some("port") && parent == Some("your-address") => {
+                json!("[port]")
+            }
+            Value::String(s) => {
+                if let Some(a) = self.fixed.get(s) {
+                    return json!(a);
+                }
+                let keyed = match key {
+                    Some("nameplate") | Some("nameplates[].id") => self.nameplates.get(s),
+                    Some("mailbox") => self.mailboxes.get(s),
+                    _ => None,
+                };
+                if let Some(a) = keyed {
+                    return json!(a);
+                }
+                if s.chars().count() >= 8 {
+                    if let Some(a) = self.mailboxes.get(s).or_else(|| self.nameplates.get(s)) {
+                        return json!(a);
+                    }
+                    if let Some((_, a)) = self.captures.iter().find(|(val, _)| val == s) {
+                        return json!(a);
+                    }
+                }
+                v.clone()
+            }
+            Value::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .map(|item| {
+                        let k = if key == Some("nameplates") {
+                            Some("nameplates[]")
+                        } else {
+                            None
+                        };
+                        self.apply(item, k, key)
+                    })
+                    .collect(),
+            ),
+            Value::Object(map) => Value::Object(
+                map.iter()
+                    .map(|(k, item)| {
+                        let ctx = if key == Some("nameplates[]") && k == "id" {
+                            "nameplates[].id"
+                        } else {
+                            k.as_str()
+                        };
+                        (k.clone(), self.apply(item, Some(ctx), key))
+                    })
+                    .collect(),
+            ),
+            other => other.clone(),
+        }
+    }
+}
+
+/// Whether an entry belongs in the normalised transcript: frames and closes
+/// that no step read are left out, because whether they arrived before the
+/// run ended is a matter of timing.
+fn stable(e: &Entry) -> bool {
+    !matches!(
+        e.event,
+        Event::Recv {
+            consumed: false,
+            ..
+        } | Event::Closed {
+            consumed: false,
+            ..
+        }
+    )
+}
+
+/// Renders a transcript with random values replaced by stable aliases:
+/// one line per event, e.g. `a <- {"type": "claimed", "mailbox": "[mb:1]",
+/// "server_tx": "[time]"}`. Identical server behaviour gives identical text,
+/// which is what snapshots compare.
+pub fn normalize(entries: &[Entry], vars: &Variables) -> String {
+    let mut aliases = Aliases::new(vars);
+    let frames: Vec<(&Entry, Option<Value>)> = entries
+        .iter()
+        .filter(|e| stable(e))
+        .map(|e| {
+            let json = match &e.event {
+                Event::Send(f) | Event::Recv { frame: f, .. } => f.json(),
+                _ => None,
+            };
+            (e, json)
+        })
+        .collect();
+    for (_, json) in &frames {
+        if let Some(v) = json {
+            aliases.collect(v, None);
+        }
+    }
+    let mut out = String::new();
+    for (e, json) in &frames {
+        let conn = e.conn.as_deref().unwrap_or("-");
+        let frame_text = |f: &Frame| match json {
+            Some(v) => inline(&aliases.apply(v, None, None)),
+            None => f.describe_raw(),
+        };
+        let line = match &e.event {
+            Event::Connect { url } => {
+                let path = url.splitn(4, '/').nth(3).unwrap_or("");
+                format!("{conn} connect /{path}")
+            }
+            Event::ConnectFailed { error } => format!("{conn} connect failed: {error}"),
+            Event::Send(f) => format!("{conn} -> {}", frame_text(f)),
+            Event::Recv { frame, .. } => format!("{conn} <- {}", frame_text(frame)),
+            Event::Closed { detail, .. } => format!("{conn} <- closed ({detail})"),
+            Event::Disconnect => format!("{conn} disconnect"),
+            Event::Drop => format!("{conn} drop"),
+            Event::Http {
+                method,
+                path,
+                status,
+                body,
+                error,
+            } => match status {
+                Some(s) => format!(
+                    "http {method} {path} -> {s} {}",
+                    Value::String(body.clone().unwrap_or_default())
+                ),
+                None => format!(
+                    "http {method} {path} failed: {}",
+                    error.clone().unwrap_or_default()
+                ),
+            },
+            Event::Restart(k) => format!("restart {k}"),
+            Event::Sleep(ms) => format!("sleep {ms}"),
+        };
+        let _ = writeln!(out, "{line}");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(conn: &str, event: Event) -> Entry {
+        Entry {
+            t_ms: 1.0,
+            step: Some(0),
+            conn: Some(conn.to_owned()),
+            event,
+        }
+    }
+
+    #[test]
+    fn normalises_random_values() {
+        let mut vars = Variables::fresh(&[String::new()], &["one".to_owned()]);
+        vars.bind(
+            [("mb".to_owned(), json!("abcdefghijklm"))]
+                .into_iter()
+                .collect(),
+        );
+        let appid = vars.appids()[""].clone();
+        let side = vars.sides()["one"].clone();
+        let text = |v: Value| Frame::Text(v.to_string());
+        let entries = vec![
+            entry(
+                "a",
+                Event::Connect {
+                    url: "ws://127.0.0.1:5000/v1".into(),
+                },
+            ),
+            entry(
+                "a",
+                Event::Recv {
+                    frame: text(
+                        json!({"welcome": {"your-address": {"port": 4242, "ipv4": "127.0.0.1"}}, "type": "welcome", "server_tx": 1.5}),
+                    ),
+                    consumed: true,
+                },
+            ),
+            entry(
+                "a",
+                Event::Send(text(json!({"type": "bind", "appid": appid, "side": side}))),
+            ),
+            entry(
+                "a",
+                Event::Recv {
+                    frame: text(json!({"nameplate": "42", "type": "allocated"})),
+                    consumed: true,
+                },
+            ),
+            entry(
+                "a",
+                Event::Recv {
+                    frame: text(json!({"mailbox": "abcdefghijklm", "type": "claimed"})),
+                    consumed: true,
+                },
+            ),
+            entry(
+                "a",
+                Event::Recv {
+                    frame: text(
+                        json!({"nameplates": [{"id": "42"}, {"id": "7"}], "type": "nameplates"}),
+                    ),
+                    consumed: true,
+                },
+            ),
+            entry(
+                "a",
+                Event::Recv {
+                    frame: text(json!({"type": "message", "body": "abcdefghijklm", "phase": "42"})),
+                    consumed: true,
+                },
+            ),
+            entry(
+                "a",
+                Event::Recv {
+                    frame: text(json!({"type": "late"})),
+                    consumed: false,
+                },
+            ),
+            entry(
+                "a",
+                Event::Closed {
+                    detail: "1000".into(),
+                    consumed: true,
+                },
+            ),
+        ];
+        let out = normalize(&entries, &vars);
+        let expected = r#"a connect /v1
+a <- {"welcome": {"your-address": {"port": "[port]", "ipv4": "127.0.0.1"}}, "type": "welcome", "server_tx": "[time]"}
+a -> {"type": "bind", "appid": "[appid]", "side": "[side:one]"}
+a <- {"nameplate": "[np:1]", "type": "allocated"}
+a <- {"mailbox": "[mb:1]", "type": "claimed"}
+a <- {"nameplates": [{"id": "[np:1]"}, {"id": "[np:2]"}], "type": "nameplates"}
+a <- {"type": "message", "body": "[mb:1]", "phase": "42"}
+a <- closed (1000)
+"#;
+        assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn json_form_has_event_and_frame() {
+        let e = entry(
+            "a",
+            Event::Recv {
+                frame: Frame::Binary(vec![1, 2]),
+                consumed: false,
+            },
+        );
+        let v = e.to_json();
+        assert_eq!(v["event"], "recv");
+        assert_eq!(v["binary"], "0102");
+        assert_eq!(v["conn"], "a");
+        assert!(e.describe().contains("not read"));
+    }
+}
