@@ -5,7 +5,8 @@ use anyhow::{bail, Context};
 use clap::{Parser, ValueEnum};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
-use wormhole_mailbox_server::{Config, Durability};
+use wormhole_mailbox_server::reload::ConfigFile;
+use wormhole_mailbox_server::{Config, Durability, Server, ServerHandle};
 
 /// Magic Wormhole mailbox (rendezvous) server, wire-compatible with the
 /// Python server 0.8.0 (`twist wormhole-mailbox`).
@@ -128,6 +129,19 @@ pub struct Args {
     /// Bits of hashcash work asked for when `hashcash` is accepted.
     #[arg(long, default_value_t = 20, value_name = "N")]
     pub hashcash_bits: u32,
+
+    /// Serve Prometheus/OpenMetrics `/metrics` and a `/health` check on
+    /// this address (its own listener; keep it private).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics: Option<std::net::SocketAddr>,
+
+    /// TOML file with reloadable settings (motd, advertise-version,
+    /// signal-error, disallow-list, max-mailbox-messages, max-mailbox-bytes,
+    /// max-app-nameplates, max-mailboxes, max-connections-per-ip) that
+    /// overlay the flags; re-read on SIGHUP (a bad file is rejected and the
+    /// running settings stay).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
 
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
@@ -297,6 +311,7 @@ pub fn config(args: &Args) -> anyhow::Result<Config> {
             max_mailboxes: args.max_mailboxes,
         },
         permissions: Default::default(),
+        metrics: args.metrics,
     };
     if !args.permissions.is_empty() {
         config.permissions = wormhole_mailbox_server::Permissions {
@@ -337,12 +352,39 @@ async fn shutdown_signal() {
     tracing::info!("signal received; shutting down");
 }
 
+/// Re-reads the config file on every SIGHUP and applies it.
+#[cfg(unix)]
+async fn reload_on_sighup(path: std::path::PathBuf, base: Config, handle: ServerHandle) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; --config will not be reloaded");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match ConfigFile::load(&path) {
+            Ok(file) => handle.reconfigure(&file.overlay(&base)),
+            Err(e) => tracing::error!("config not reloaded, keeping the running settings: {e}"),
+        }
+    }
+}
+
 /// Runs the server as the flags say.
 pub async fn main(args: Args) -> anyhow::Result<()> {
-    let config = config(&args)?;
+    let base = config(&args)?;
+    let config = match &args.config {
+        Some(path) => ConfigFile::load(path)
+            .map_err(|e| anyhow::anyhow!("bad --config: {e}"))?
+            .overlay(&base),
+        None => base.clone(),
+    };
     let addr = parse_port(&args.port)?;
     let listener = bind(addr)?;
-    wormhole_mailbox_server::run(listener, config, shutdown_signal()).await
+    let server = Server::open(config)?;
+    #[cfg(unix)]
+    if let Some(path) = args.config.clone() {
+        tokio::spawn(reload_on_sighup(path, base, server.handle()));
+    }
+    server.serve(listener, shutdown_signal()).await
 }
 
 #[cfg(test)]

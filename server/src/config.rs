@@ -51,6 +51,8 @@ pub struct Config {
     pub limits: Limits,
     /// The permissions extension: `none` only (the default) changes nothing.
     pub permissions: Permissions,
+    /// Serve `/metrics` and `/health` on this address.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 impl Default for Config {
@@ -76,6 +78,7 @@ impl Default for Config {
             max_queued_frames: 10_000,
             limits: Limits::default(),
             permissions: Permissions::default(),
+            metrics: None,
         }
     }
 }

@@ -4,9 +4,11 @@
 //! [`ServerHandle`] for introspection).
 
 pub mod config;
+pub mod metrics;
 pub mod net;
 pub mod pipeline;
 pub mod protocol;
+pub mod reload;
 pub mod store;
 
 pub use config::Config;
@@ -57,6 +59,10 @@ pub(crate) struct Shared {
     pub usage_reader: Option<Mutex<UsageDb>>,
     /// Fault injection: the next N commits fail (see `ServerHandle`).
     pub fail_commits: Arc<std::sync::atomic::AtomicU32>,
+    /// Operator metrics.
+    pub metrics: Arc<metrics::Metrics>,
+    /// The per-address cap in force (reloadable).
+    pub ip_cap: std::sync::RwLock<Option<usize>>,
     /// Open connections per client address (for the per-address cap).
     pub per_ip: Mutex<HashMap<std::net::IpAddr, usize>>,
 }
@@ -78,7 +84,14 @@ impl Shared {
             rng,
             pipeline,
         } = &mut *locked;
+        let mtype = msg
+            .get("type")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("")
+            .to_owned();
         let effects = core.handle(conn, msg, unix_now(), rng);
+        self.metrics
+            .observe(&mtype, &effects.envelopes, &effects.usage);
         match pipeline {
             Some(tx) => tx
                 .send(Job {
@@ -111,6 +124,20 @@ pub(crate) async fn prune_loop(shared: Arc<Shared>, mut stop: tokio::sync::watch
         let Locked { core, pipeline, .. } = &mut *locked;
         let effects = core.prune(now, old);
         let removed = effects.mutations.len();
+        shared.metrics.prune_runs.inc();
+        for m in &effects.mutations {
+            let kind = match m {
+                protocol::Mutation::DeleteMailbox { .. } => "mailbox",
+                protocol::Mutation::DeleteNameplate { .. } => "nameplate",
+                _ => continue,
+            };
+            shared
+                .metrics
+                .prune_removed
+                .get_or_create(&vec![("kind".to_owned(), kind.to_owned())])
+                .inc();
+        }
+        shared.metrics.observe_usage(&effects.usage);
         let listening = core.listening_connections();
         if let Some(tx) = pipeline {
             let _ = tx.send(Job {
@@ -163,7 +190,9 @@ impl Server {
         let stats = Arc::new(PipelineStats::default());
         let resync: pipeline::Resync = Arc::new(std::sync::OnceLock::new());
         let fail_commits = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let metrics = Arc::new(metrics::Metrics::default());
         let (tx, writer) = pipeline::spawn_writer(pipeline::Writer {
+            metrics: metrics.clone(),
             store,
             usage,
             routes: routes.clone(),
@@ -185,6 +214,7 @@ impl Server {
         if let Some(b) = config.blur_usage {
             tracing::info!("blurring access times to {b} seconds");
         }
+        let config_ip_cap = config.max_connections_per_ip;
         let shared = Arc::new(Shared {
             welcome: std::sync::RwLock::new(config.welcome_base()),
             config,
@@ -200,6 +230,8 @@ impl Server {
             usage_reader,
             fail_commits,
             per_ip: Mutex::new(HashMap::new()),
+            ip_cap: std::sync::RwLock::new(config_ip_cap),
+            metrics,
         });
         let weak = Arc::downgrade(&shared);
         let _ = resync.set(Box::new(move |snapshot| {
@@ -293,6 +325,26 @@ impl ServerHandle {
             .unwrap_or_default()
     }
 
+    /// Applies the settings that can change while running: the welcome
+    /// texts, `disallow_list`, the storage limits and the per-address cap
+    /// (for new connections). Everything else in `config` is ignored.
+    pub fn reconfigure(&self, config: &Config) {
+        if let Ok(mut w) = self.shared.welcome.write() {
+            *w = config.welcome_base();
+        }
+        if let Ok(mut locked) = self.shared.core.lock() {
+            locked.core.set_settings(CoreSettings {
+                disallow_list: config.disallow_list,
+                limits: config.limits.clone(),
+                permissions: config.permissions.clone(),
+            });
+        }
+        if let Ok(mut cap) = self.shared.ip_cap.write() {
+            *cap = config.max_connections_per_ip;
+        }
+        tracing::info!("configuration reloaded");
+    }
+
     /// Makes the next `n` channel-db commits fail (fault-injection tests:
     /// each failure is retried, so pass more than the retry count to make a
     /// batch fail for good).
@@ -305,6 +357,11 @@ impl ServerHandle {
     /// Limits hit so far, by limit name.
     pub fn limit_hits(&self) -> HashMap<&'static str, u64> {
         self.with_core(|c| c.limit_hits.clone()).unwrap_or_default()
+    }
+
+    /// The metrics text a scrape of `/metrics` returns.
+    pub fn metrics_text(&self) -> String {
+        self.shared.metrics.render(&self.shared)
     }
 
     /// Transactions committed and jobs processed by the writer.

@@ -51,6 +51,8 @@ pub struct Writer {
     pub resync: Resync,
     /// Fault injection for tests: this many upcoming commits fail.
     pub fail_commits: Arc<AtomicU32>,
+    /// Commit latency, failures and storage health.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// One unit of work for the writer.
@@ -104,7 +106,12 @@ impl Writer {
         if injected {
             return Err(StoreError::Injected("commit".into()));
         }
-        self.store.apply(mutations)
+        let start = std::time::Instant::now();
+        let result = self.store.apply(mutations);
+        self.metrics
+            .commit_seconds
+            .observe(start.elapsed().as_secs_f64());
+        result
     }
 
     /// Applies with retries; false when every attempt failed.
@@ -112,12 +119,17 @@ impl Writer {
         let mut attempt = 0;
         loop {
             match self.try_apply(mutations) {
-                Ok(()) => return true,
+                Ok(()) => {
+                    self.metrics.storage_ok.store(true, Ordering::Relaxed);
+                    return true;
+                }
                 Err(e) => {
+                    self.metrics.commit_failures.inc();
                     self.stats
                         .failures
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let Some(delay) = RETRY_DELAYS.get(attempt) else {
+                        self.metrics.storage_ok.store(false, Ordering::Relaxed);
                         tracing::error!(error = %e, "channel db commit failed; giving up on this batch");
                         return false;
                     };
@@ -190,7 +202,9 @@ fn commit_batch(w: &mut Writer, mut batch: Vec<Job>) {
         }
         for env in job.effects.envelopes {
             if let Some(tx) = routes.get(&env.to) {
-                if let Err(TrySendError::Full(_)) = tx.try_send(Outbound::Message(Box::new(env.msg))) {
+                if let Err(TrySendError::Full(_)) =
+                    tx.try_send(Outbound::Message(Box::new(env.msg)))
+                {
                     slow.push(env.to);
                 }
             }

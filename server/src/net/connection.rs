@@ -112,7 +112,10 @@ pub(crate) async fn run(
     if let Ok(mut routes) = shared.routes.lock() {
         routes.insert(conn, tx);
     }
+    shared.metrics.connections_total.inc();
+    shared.metrics.connections_current.inc();
     let reason = serve_frames(&shared, conn, &mut ws, rx, stop).await;
+    shared.metrics.connections_current.dec();
     tracing::debug!(conn, reason, "connection ended");
     if let Ok(mut routes) = shared.routes.lock() {
         routes.remove(&conn);
@@ -133,7 +136,7 @@ struct IpSlot<'a> {
 impl<'a> IpSlot<'a> {
     /// None when `ip` already has the maximum number of connections.
     fn take(shared: &'a Shared, ip: std::net::IpAddr) -> Option<Self> {
-        let Some(cap) = shared.config.max_connections_per_ip else {
+        let Some(cap) = shared.ip_cap.read().ok().and_then(|c| *c) else {
             return Some(IpSlot { shared, ip: None });
         };
         let mut map = shared.per_ip.lock().ok()?;

@@ -34,6 +34,15 @@ pub(crate) async fn serve(
     let limit = Arc::new(Semaphore::new(shared.config.max_connections));
     let mut tasks = JoinSet::new();
     let prune = tokio::spawn(crate::prune_loop(shared.clone(), stop_rx.clone()));
+    if let Some(addr) = shared.config.metrics {
+        match TcpListener::bind(addr).await {
+            Ok(l) => {
+                tracing::info!("metrics on http://{addr}/metrics, health on /health");
+                tokio::spawn(crate::metrics::serve(l, shared.clone(), stop_rx.clone()));
+            }
+            Err(e) => tracing::error!(error = %e, %addr, "cannot listen for metrics"),
+        }
+    }
     tokio::pin!(shutdown);
     loop {
         tokio::select! {

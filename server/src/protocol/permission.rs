@@ -48,10 +48,17 @@ impl Permissions {
         let mut m = Map::new();
         m.insert(
             "none".into(),
-            if self.allow_none { json!({}) } else { Value::Null },
+            if self.allow_none {
+                json!({})
+            } else {
+                Value::Null
+            },
         );
         if let (Some(bits), Some(resource)) = (self.hashcash_bits, resource) {
-            m.insert("hashcash".into(), json!({"bits": bits, "resource": resource}));
+            m.insert(
+                "hashcash".into(),
+                json!({"bits": bits, "resource": resource}),
+            );
         }
         Value::Object(m)
     }
@@ -62,7 +69,9 @@ impl Permissions {
 pub fn new_resource(rng: &mut dyn RngCore) -> String {
     let mut bytes = [0u8; 16];
     rng.fill_bytes(&mut bytes);
-    data_encoding::BASE32_NOPAD.encode(&bytes).to_ascii_lowercase()
+    data_encoding::BASE32_NOPAD
+        .encode(&bytes)
+        .to_ascii_lowercase()
 }
 
 fn leading_zero_bits(digest: &[u8]) -> u32 {
@@ -113,9 +122,15 @@ mod tests {
         assert!(verify_hashcash(&stamp, "res", 10));
         assert!(verify_hashcash(&stamp, "res", 8));
         assert!(!verify_hashcash(&stamp, "other", 10));
-        assert!(!verify_hashcash(&stamp, "res", 11), "claimed bits below required");
+        assert!(
+            !verify_hashcash(&stamp, "res", 11),
+            "claimed bits below required"
+        );
         let forged = stamp.replacen(":10:", ":30:", 1);
-        assert!(!verify_hashcash(&forged, "res", 10), "claimed more work than done");
+        assert!(
+            !verify_hashcash(&forged, "res", 10),
+            "claimed more work than done"
+        );
         assert!(!verify_hashcash("1:10:x:res::r", "res", 10), "six fields");
         assert!(!verify_hashcash(&stamp.replacen('1', "2", 1), "res", 10));
     }

@@ -5,8 +5,8 @@
 use super::error::{check_nameplate, ProtocolError};
 use super::message::{ClientMessage, ServerMessage, StoredMessage};
 use super::model::{App, Mailbox, MailboxSide, Nameplate};
-use super::permission::{new_resource, verify_hashcash, Permissions};
 use super::mutation::{MailboxRecord, Mutation, NameplateRecord, Snapshot};
+use super::permission::{new_resource, verify_hashcash, Permissions};
 use super::usage::UsageRecord;
 use super::{ConnId, Effects};
 use rand::RngCore;
@@ -198,6 +198,11 @@ impl Core {
         self.next_serial
     }
 
+    /// Replaces the settings (live reconfiguration); state is untouched.
+    pub fn set_settings(&mut self, settings: CoreSettings) {
+        self.settings = settings;
+    }
+
     /// Registers a new connection (before its first message) and returns
     /// the welcome's `permission-required` value, if the extension is on.
     pub fn connect(&mut self, conn: ConnId, rng: &mut dyn RngCore) -> Option<Value> {
@@ -232,6 +237,21 @@ impl Core {
             .flat_map(|a| a.mailboxes.values())
             .map(|m| m.listeners.len())
             .sum()
+    }
+
+    /// Live (nameplates, mailboxes, messages), for metrics.
+    pub fn counts(&self) -> (usize, usize, usize) {
+        self.apps.values().fold((0, 0, 0), |(n, m, k), a| {
+            (
+                n + a.nameplates.len(),
+                m + a.mailboxes.len(),
+                k + a
+                    .mailboxes
+                    .values()
+                    .map(|mb| mb.messages.len())
+                    .sum::<usize>(),
+            )
+        })
     }
 
     /// Number of registered connections.

@@ -812,10 +812,17 @@ fn permissions_hashcash_and_none() {
     let offer = h.connect(1).expect("offered");
     assert_eq!(offer["none"], Value::Null);
     assert_eq!(offer["hashcash"]["bits"], 8);
-    let resource = offer["hashcash"]["resource"].as_str().expect("resource").to_owned();
+    let resource = offer["hashcash"]["resource"]
+        .as_str()
+        .expect("resource")
+        .to_owned();
     let r = h.reply(1, json!({"type": "bind", "appid": "a", "side": "s"}), 0.0);
     assert_eq!(error_of(&r), err("must submit-permission first"));
-    let r = h.reply(1, json!({"type": "submit-permissions", "method": "none"}), 0.0);
+    let r = h.reply(
+        1,
+        json!({"type": "submit-permissions", "method": "none"}),
+        0.0,
+    );
     assert_eq!(error_of(&r), err("'none' is not one of: hashcash"));
     let r = h.reply(
         1,
@@ -835,13 +842,21 @@ fn permissions_hashcash_and_none() {
         json!({"type": "submit-permissions", "method": "hashcash", "stamp": stamp}),
         0.0,
     );
-    assert_eq!(error_of(&r), err("submit-permission failed"), "reused stamp");
+    assert_eq!(
+        error_of(&r),
+        err("submit-permission failed"),
+        "reused stamp"
+    );
     let r = h.reply(1, json!({"type": "bind", "appid": "a", "side": "s"}), 0.0);
     assert!(r.is_empty());
     // default settings: nothing offered, the message type is unknown as in Python
     let mut h = Harness::new();
     assert_eq!(h.connect(1), None);
-    let r = h.reply(1, json!({"type": "submit-permission", "method": "none"}), 0.0);
+    let r = h.reply(
+        1,
+        json!({"type": "submit-permission", "method": "none"}),
+        0.0,
+    );
     assert_eq!(error_of(&r), err("must bind first"));
 }
 

@@ -2,6 +2,7 @@
 //! emits [`Mutation`]s, a store applies them atomically and loads them back.
 
 pub mod memory;
+mod migrate;
 pub mod sqlite;
 pub mod usage;
 

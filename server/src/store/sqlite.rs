@@ -86,6 +86,7 @@ impl SqliteStore {
                 tx.commit()?;
             }
             Some(CHANNEL_VERSION) => {}
+            Some(v @ (1 | 2)) => super::migrate::upgrade_python_channel_db(&conn, path, v)?,
             Some(v) => return Err(StoreError::UnknownVersion(v)),
         }
         Ok(SqliteStore {
