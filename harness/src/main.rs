@@ -192,7 +192,16 @@ async fn run_cmd(args: RunArgs) -> anyhow::Result<ExitCode> {
         },
     ));
     let started = Instant::now();
-    let results = run_all(&suite, &vectors, &args).await;
+    let results = tokio::select! {
+        r = run_all(&suite, &vectors, &args) => r,
+        _ = tokio::signal::ctrl_c() => {
+            // Dropping the running vectors kills their servers
+            // (kill_on_drop); the shared one is stopped here.
+            eprintln!("interrupted: stopping servers");
+            suite.shutdown().await;
+            return Ok(ExitCode::from(130));
+        }
+    };
     suite.shutdown().await;
     report(&args, &results, started.elapsed())
 }
