@@ -77,8 +77,8 @@ async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
 }
 
 /// The whole client-side flow: allocate + claim + open, join with the code,
-/// PAKE, versions, one message each way, close both. Returns the nameplate.
-async fn exchange(url: &str, handle: &ServerHandle) -> String {
+/// PAKE, versions, one message each way, close both.
+async fn exchange(url: &str, handle: &ServerHandle) {
     let sender = bounded(
         "allocate/claim/open",
         MailboxConnection::create(app_config(url), 2),
@@ -87,7 +87,7 @@ async fn exchange(url: &str, handle: &ServerHandle) -> String {
     .expect("sender connects and allocates");
     let code = sender.code().clone();
     let nameplate = code.nameplate().to_string();
-    assert_eq!(handle.nameplates(APP_ID), vec![nameplate.clone()]);
+    assert_eq!(handle.nameplates(APP_ID), vec![nameplate]);
 
     // connect(…, allocate = false) first lists the nameplates: it must see ours.
     let receiver = bounded(
@@ -155,7 +155,6 @@ async fn exchange(url: &str, handle: &ServerHandle) -> String {
     assert!(snapshot.mailboxes.is_empty(), "{snapshot:?}");
     assert!(handle.mailbox_sides(APP_ID, &mailbox_id).is_none());
     eventually("both connections dropped", || handle.connections() == 0).await;
-    nameplate
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
