@@ -231,7 +231,11 @@ fn render_raw(f: &Frame) -> String {
 /// Assigns stable aliases to random values, by first appearance.
 struct Aliases {
     fixed: BTreeMap<String, String>,
-    nameplates: BTreeMap<String, String>,
+    /// Keyed by (app id of the connection, nameplate): nameplates are per
+    /// app, so two apps allocating the same number get different aliases.
+    nameplates: BTreeMap<(String, String), String>,
+    /// The app id of the frame being aliased.
+    scope: String,
     mailboxes: BTreeMap<String, String>,
     captures: Vec<(String, String)>,
 }
@@ -263,6 +267,7 @@ impl Aliases {
         Aliases {
             fixed,
             nameplates: BTreeMap::new(),
+            scope: String::new(),
             mailboxes: BTreeMap::new(),
             captures,
         }
@@ -275,7 +280,7 @@ impl Aliases {
                 Some("nameplate") | Some("nameplates[].id") => {
                     let n = self.nameplates.len() + 1;
                     self.nameplates
-                        .entry(s.clone())
+                        .entry((self.scope.clone(), s.clone()))
                         .or_insert_with(|| format!("[np:{n}]"));
                 }
                 Some("mailbox") => {
@@ -323,8 +328,9 @@ impl Aliases {
                 if let Some(a) = self.fixed.get(s) {
                     return json!(a);
                 }
+                let np = || self.nameplates.get(&(self.scope.clone(), s.clone()));
                 let keyed = match key {
-                    Some("nameplate") | Some("nameplates[].id") => self.nameplates.get(s),
+                    Some("nameplate") | Some("nameplates[].id") => np(),
                     Some("mailbox") => self.mailboxes.get(s),
                     _ => None,
                 };
@@ -332,7 +338,7 @@ impl Aliases {
                     return json!(a);
                 }
                 if s.chars().count() >= 8 {
-                    if let Some(a) = self.mailboxes.get(s).or_else(|| self.nameplates.get(s)) {
+                    if let Some(a) = self.mailboxes.get(s).or_else(np) {
                         return json!(a);
                     }
                     if let Some((_, a)) = self.captures.iter().find(|(val, _)| val == s) {
@@ -341,8 +347,8 @@ impl Aliases {
                 }
                 v.clone()
             }
-            Value::Array(items) => Value::Array(
-                items
+            Value::Array(items) => {
+                let mut out: Vec<Value> = items
                     .iter()
                     .map(|item| {
                         let k = if key == Some("nameplates") {
@@ -352,8 +358,14 @@ impl Aliases {
                         };
                         self.apply(item, k, key)
                     })
-                    .collect(),
-            ),
+                    .collect();
+                if key == Some("nameplates") {
+                    // `list` is sorted by the (random) values; sort by alias
+                    // so the same set always reads the same
+                    out.sort_by_key(|e| alias_number(e.get("id")));
+                }
+                Value::Array(out)
+            }
             Value::Object(map) => Value::Object(
                 map.iter()
                     .map(|(k, item)| {
@@ -369,6 +381,25 @@ impl Aliases {
             other => other.clone(),
         }
     }
+}
+
+/// A frame's JSON: text frames, and binary frames holding UTF-8 JSON.
+fn frame_json(f: &Frame) -> Option<Value> {
+    match f {
+        Frame::Text(_) => f.json(),
+        Frame::Binary(b) => std::str::from_utf8(b)
+            .ok()
+            .and_then(|t| serde_json::from_str(t).ok()),
+    }
+}
+
+/// The N of an alias `"[np:N]"` (sort key; other values sort last).
+fn alias_number(v: Option<&Value>) -> u64 {
+    v.and_then(Value::as_str)
+        .and_then(|s| s.strip_prefix("[np:"))
+        .and_then(|s| s.strip_suffix(']'))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(u64::MAX)
 }
 
 /// Whether an entry belongs in the normalised transcript: frames and closes
@@ -393,28 +424,43 @@ fn stable(e: &Entry) -> bool {
 /// which is what snapshots compare.
 pub fn normalize(entries: &[Entry], vars: &Variables) -> String {
     let mut aliases = Aliases::new(vars);
-    let frames: Vec<(&Entry, Option<Value>)> = entries
+    // JSON of each frame (binary frames too, when they hold UTF-8 JSON),
+    // and the app id its connection bound to
+    let mut app_of: BTreeMap<String, String> = BTreeMap::new();
+    let frames: Vec<(&Entry, Option<Value>, String)> = entries
         .iter()
         .filter(|e| stable(e))
         .map(|e| {
             let json = match &e.event {
-                Event::Send(f) | Event::Recv { frame: f, .. } => f.json(),
+                Event::Send(f) | Event::Recv { frame: f, .. } => frame_json(f),
                 _ => None,
             };
-            (e, json)
+            let conn = e.conn.clone().unwrap_or_default();
+            if let (Event::Send(_), Some(v)) = (&e.event, &json) {
+                if v.get("type").and_then(Value::as_str) == Some("bind") {
+                    if let Some(app) = v.get("appid").and_then(Value::as_str) {
+                        app_of.insert(conn.clone(), app.to_owned());
+                    }
+                }
+            }
+            let scope = app_of.get(&conn).cloned().unwrap_or_default();
+            (e, json, scope)
         })
         .collect();
-    for (_, json) in &frames {
+    for (_, json, scope) in &frames {
         if let Some(v) = json {
+            aliases.scope.clone_from(scope);
             aliases.collect(v, None);
         }
     }
     let mut out = String::new();
-    for (e, json) in &frames {
+    for (e, json, scope) in &frames {
         let conn = e.conn.as_deref().unwrap_or("-");
-        let frame_text = |f: &Frame| match json {
-            Some(v) => inline(&aliases.apply(v, None, None)),
-            None => f.describe_raw(),
+        aliases.scope.clone_from(scope);
+        let frame_text = |f: &Frame| match (json, f) {
+            (Some(v), Frame::Binary(_)) => format!("binary {}", inline(&aliases.apply(v, None, None))),
+            (Some(v), Frame::Text(_)) => inline(&aliases.apply(v, None, None)),
+            (None, _) => f.describe_raw(),
         };
         let line = match &e.event {
             Event::Connect { url } => {

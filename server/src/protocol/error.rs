@@ -38,6 +38,8 @@ pub enum ProtocolError {
     NotAScalar(&'static str),
     /// A nameplate that is not 1 to 40 ASCII digits.
     InvalidNameplate(InvalidNameplate),
+    /// `client_version` that is not a list of at least two elements.
+    BadClientVersion,
     /// Every id from 1 to 999999 is in use in this app.
     NoFreeNameplate,
     /// An operator limit was hit (message text says which).
@@ -97,6 +99,7 @@ impl fmt::Display for ProtocolError {
                 return write!(f, "nameplate {repr} has non-digits")
             }
             NoFreeNameplate => "unable to find a free nameplate-id",
+            BadClientVersion => "'client_version' must be a list: [implementation, version]",
             Limit(text) => return f.write_str(text),
             UnknownPermissionMethod(method, names) => {
                 return write!(f, "'{method}' is not one of: {names}")

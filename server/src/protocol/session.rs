@@ -115,17 +115,19 @@ fn scalar(msg: &ClientMessage, key: &'static str) -> Result<Value, ProtocolError
     }
 }
 
-/// `client_version` is `[implementation, version, ...]`; anything else is
-/// recorded as unknown (the Python server drops the connection for some shapes).
-fn client_version(v: Option<&Value>) -> (Option<String>, Option<String>) {
+/// `client_version` is `[implementation, version, ...]` (extra elements
+/// ignored, as the Python server does); absent means unknown. Other shapes
+/// are refused (the Python server drops the connection for most of them).
+fn client_version(v: Option<&Value>) -> Result<(Option<String>, Option<String>), ProtocolError> {
     let text = |v: &Value| match v {
         Value::String(s) => Some(s.clone()),
         Value::Null => None,
         other => Some(other.to_string()),
     };
     match v {
-        Some(Value::Array(items)) if items.len() >= 2 => (text(&items[0]), text(&items[1])),
-        _ => (None, None),
+        None => Ok((None, None)),
+        Some(Value::Array(items)) if items.len() >= 2 => Ok((text(&items[0]), text(&items[1]))),
+        Some(_) => Err(ProtocolError::BadClientVersion),
     }
 }
 
@@ -408,7 +410,7 @@ impl Core {
         }
         let app_id = field_str(msg, "appid")?.unwrap_or_default().to_owned();
         let side = field_str(msg, "side")?.unwrap_or_default().to_owned();
-        let (implementation, version) = client_version(msg.get("client_version"));
+        let (implementation, version) = client_version(msg.get("client_version"))?;
         fx.usage.push(UsageRecord::ClientVersion {
             app_id: app_id.clone(),
             side: side.clone(),
