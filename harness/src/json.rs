@@ -64,7 +64,7 @@ pub fn to_hex(bytes: &[u8]) -> String {
 
 /// Parses hex (either case); `None` if the text is not whole bytes of hex.
 pub fn from_hex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     let digit = |c: u8| -> Option<u8> {

@@ -119,7 +119,7 @@ impl Running for Handle {
 
 fn main() -> anyhow::Result<()> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let vectors = wormhole_mailbox_harness::load(&root.join("../vectors"))?;
+    let vectors = wormhole_mailbox_harness::load(root.join("../vectors"))?;
     let conclusion = wormhole_mailbox_harness::run_trials(
         vectors,
         Arc::new(InProcess),

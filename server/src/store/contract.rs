@@ -100,6 +100,21 @@ fn failed_batch_applies_nothing() {
 }
 
 #[test]
+fn a_database_serves_one_server_at_a_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("relay.sqlite");
+    let path = path.to_str().expect("path");
+    let first = SqliteStore::open(path, Default::default()).expect("open");
+    let wait = std::time::Duration::from_millis(300);
+    let start = std::time::Instant::now();
+    let second = SqliteStore::open_waiting(path, Default::default(), wait);
+    assert!(second.is_err(), "second server refused");
+    assert!(start.elapsed() >= wait, "after waiting");
+    drop(first);
+    SqliteStore::open(path, Default::default()).expect("free again");
+}
+
+#[test]
 fn newer_schema_version_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("relay.sqlite");

@@ -29,6 +29,40 @@ pub struct SqliteStore {
     conn: Connection,
     /// When set, the next `apply` fails (fault-injection tests).
     pub fail_next: bool,
+    /// An exclusive advisory lock on `<db>.lock`: two servers on one
+    /// database would each keep their own in-memory state and diverge.
+    /// (Readers such as monitoring plugins are not affected.)
+    _lock: Option<std::fs::File>,
+}
+
+/// How long `open` waits for another server (e.g. one still shutting down)
+/// to release the database.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn lock_database(path: &str, wait: std::time::Duration) -> Result<std::fs::File, StoreError> {
+    let lock_path = format!("{path}.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| open_error(&lock_path, e))?;
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(open_error(
+                    path,
+                    "in use by another server (its .lock file is held)",
+                ))
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(open_error(&lock_path, e)),
+        }
+    }
 }
 
 fn open_error(path: &str, e: impl std::fmt::Display) -> StoreError {
@@ -59,6 +93,20 @@ impl SqliteStore {
     /// Opens (creating if needed) the channel database at `path`;
     /// `":memory:"` gives a private in-memory database.
     pub fn open(path: &str, durability: Durability) -> Result<Self, StoreError> {
+        Self::open_waiting(path, durability, LOCK_WAIT)
+    }
+
+    /// [`SqliteStore::open`], waiting at most `wait` for the database lock.
+    pub fn open_waiting(
+        path: &str,
+        durability: Durability,
+        wait: std::time::Duration,
+    ) -> Result<Self, StoreError> {
+        let lock = if path == ":memory:" {
+            None
+        } else {
+            Some(lock_database(path, wait)?)
+        };
         let conn = if path == ":memory:" {
             Connection::open_in_memory()
         } else {
@@ -92,6 +140,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             conn,
             fail_next: false,
+            _lock: lock,
         })
     }
 
