@@ -492,3 +492,162 @@ async fn kill_9_under_load_loses_no_acked_message() {
         "the only side closed: all deleted"
     );
 }
+
+/// One side of a pair during the load phase: sends `adds` messages while
+/// reading, and returns the ids the server acknowledged before the
+/// connection died.
+async fn add_until_killed(
+    c: Client,
+    tag: String,
+    adds: usize,
+    acks: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> Vec<String> {
+    let (mut sink, mut stream) = c.ws.split();
+    let sending = async move {
+        for n in 0..adds {
+            let id = format!("{tag}-{n}");
+            let add = json!({"type": "add", "phase": n.to_string(), "body": "ab", "id": id});
+            if sink.send(Message::text(add.to_string())).await.is_err() {
+                break;
+            }
+            if n % 8 == 7 {
+                tokio::task::yield_now().await;
+            }
+        }
+        sink
+    };
+    let reading = async {
+        let mut acked = Vec::new();
+        while let Ok(Some(Ok(frame))) = tokio::time::timeout(LIMIT, stream.next()).await {
+            if let Message::Text(t) = frame {
+                let v: Value = serde_json::from_str(t.as_str()).unwrap_or(Value::Null);
+                if v["type"] == "ack" {
+                    if let Some(id) = v["id"].as_str() {
+                        acked.push(id.to_owned());
+                        acks.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+        acked
+    };
+    let (_sink, acked) = tokio::join!(sending, reading);
+    acked
+}
+
+/// `kill -9` while 50 pairs are mid-exchange: after the restart every pair
+/// reconnects with its sides, gets its mailbox back with every acked message
+/// replayed in order, and completes; the database is intact and empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_with_50_pairs_mid_exchange_then_all_complete() {
+    const PAIRS: usize = 50;
+    const ADDS: usize = 200;
+    let acks = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Binary::start(dir.path(), free_port());
+    let url = server.url();
+    let mut mailboxes = Vec::new();
+    let mut load = Vec::new();
+    for p in 0..PAIRS {
+        let (sa, sb) = (format!("a{p:03}"), format!("b{p:03}"));
+        let np = (1000 + p).to_string();
+        let mut a = Client::bind(&url, "A", &sa).await;
+        let mut b = Client::bind(&url, "B", &sb).await;
+        let mb = a
+            .request(json!({"type": "claim", "nameplate": np}), "claimed")
+            .await["mailbox"]
+            .clone();
+        let mb_b = b
+            .request(json!({"type": "claim", "nameplate": np}), "claimed")
+            .await["mailbox"]
+            .clone();
+        assert_eq!(mb, mb_b);
+        a.command(json!({"type": "open", "mailbox": mb})).await;
+        b.command(json!({"type": "open", "mailbox": mb})).await;
+        mailboxes.push((sa.clone(), sb.clone(), np, mb));
+        load.push(tokio::spawn(add_until_killed(a, sa, ADDS, acks.clone())));
+        load.push(tokio::spawn(add_until_killed(b, sb, ADDS, acks.clone())));
+    }
+    // kill once about a quarter of the adds were acknowledged
+    let deadline = Instant::now() + LIMIT;
+    while acks.load(Ordering::Relaxed) < PAIRS * 2 * ADDS / 4 {
+        assert!(Instant::now() < deadline, "load never got going");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let server = tokio::task::spawn_blocking(move || server.kill_and_restart())
+        .await
+        .expect("restart");
+    let mut acked: Vec<Vec<String>> = Vec::new();
+    for task in load {
+        acked.push(task.await.expect("load task"));
+    }
+    let total_acked: usize = acked.iter().map(Vec::len).sum();
+    eprintln!(
+        "kill -9 with {PAIRS} pairs mid-exchange: {total_acked} of {} adds acked before the kill",
+        PAIRS * 2 * ADDS
+    );
+    let mut finish = Vec::new();
+    for (p, (sa, sb, np, mb)) in mailboxes.into_iter().enumerate() {
+        let url = url.clone();
+        let acked_a = acked[2 * p].clone();
+        let acked_b = acked[2 * p + 1].clone();
+        finish.push(tokio::spawn(async move {
+            let mut a = Client::bind(&url, "A", &sa).await;
+            let mut b = Client::bind(&url, "B", &sb).await;
+            for c in [&mut a, &mut b] {
+                let again = c
+                    .request(json!({"type": "claim", "nameplate": np}), "claimed")
+                    .await;
+                assert_eq!(again["mailbox"], mb, "same mailbox after the restart");
+            }
+            for c in [&mut a, &mut b] {
+                c.command(json!({"type": "open", "mailbox": mb})).await;
+                c.send(json!({"type": "ping", "ping": 1})).await;
+                let mut replay = Vec::new();
+                loop {
+                    let m = c.recv().await;
+                    if m["type"] == "pong" {
+                        break;
+                    }
+                    if m["type"] == "message" {
+                        replay.push(m);
+                    }
+                }
+                // every acked message of both sides is there, each side's in order
+                for (side, acked_ids) in [(&sa, &acked_a), (&sb, &acked_b)] {
+                    let ids: Vec<&str> = replay
+                        .iter()
+                        .filter(|m| m["side"] == side.as_str())
+                        .filter_map(|m| m["id"].as_str())
+                        .collect();
+                    assert_eq!(
+                        &ids[..acked_ids.len()],
+                        acked_ids.iter().map(String::as_str).collect::<Vec<_>>(),
+                        "acked messages of {side} replayed in order"
+                    );
+                }
+            }
+            for c in [&mut a, &mut b] {
+                c.request(json!({"type": "release", "nameplate": np}), "released")
+                    .await;
+            }
+            for c in [&mut a, &mut b] {
+                c.request(
+                    json!({"type": "close", "mailbox": mb, "mood": "happy"}),
+                    "closed",
+                )
+                .await;
+            }
+            (a, b)
+        }));
+    }
+    let mut clients = Vec::new();
+    for f in finish {
+        let (a, b) = f.await.expect("pair completes");
+        clients.push(a);
+        clients.push(b);
+    }
+    server.terminate_with(clients).await;
+    assert_eq!(integrity(dir.path()), "ok");
+    assert_eq!(leftover_rows(dir.path()), 0, "every pair completed");
+}

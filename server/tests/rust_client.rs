@@ -217,6 +217,23 @@ async fn two_rust_wormholes_exchange_messages_sqlite_with_usage() {
     }
 }
 
+/// The Rust client implements the permissions extension: with only
+/// `hashcash` accepted, it pays with a stamp (sent as `submit-permission`)
+/// and the exchange completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_rust_wormholes_exchange_messages_with_hashcash_required() {
+    let config = Config {
+        permissions: wormhole_mailbox_server::Permissions {
+            allow_none: false,
+            hashcash_bits: Some(12),
+        },
+        ..Config::default()
+    };
+    let server = Running::start(config).await;
+    exchange(&server.url, &server.handle).await;
+    server.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn joining_an_unknown_nameplate_fails_cleanly() {
     let server = Running::start(Config::default()).await;
