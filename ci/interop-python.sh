@@ -313,4 +313,40 @@ else
     fail "databases" "see below" "$WORK/db-check.out"
 fi
 
+
+# --- case 6 (ours only): permissions offered, `none` allowed. The Python
+# client 0.24.0 knows nothing of permissions: it ignores
+# `permission-required` and binds at once, which `none` allows.
+if [ "$SERVER_KIND" = rust ]; then
+    PERM_PORT=4002
+    NO_COLOR=1 RUST_LOG=info "$SERVER_BIN" --port "tcp:$PERM_PORT:interface=127.0.0.1" \
+        --channel-db :memory: --permissions none --permissions hashcash \
+        >>"$WORK/server-perm.log" 2>&1 &
+    PERM_PID=$!
+    for _ in $(seq 1 400); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$PERM_PORT") 2>/dev/null; then break; fi
+        sleep 0.05
+    done
+    CODE=8-permission-slip
+    TEXT="hello through permissions $$"
+    timeout --kill-after=5 "$CLIENT_TIMEOUT" "$VENV/bin/wormhole" \
+        --relay-url "ws://127.0.0.1:$PERM_PORT/v1" --transit-helper "tcp:127.0.0.1:$TRANSIT_PORT" \
+        send --hide-progress --no-qr --code "$CODE" --text "$TEXT" >"$WORK/send-perm.out" 2>&1 &
+    SEND_PID=$!
+    timeout --kill-after=5 "$CLIENT_TIMEOUT" "$VENV/bin/wormhole" \
+        --relay-url "ws://127.0.0.1:$PERM_PORT/v1" --transit-helper "tcp:127.0.0.1:$TRANSIT_PORT" \
+        receive --hide-progress --accept-file "$CODE" >"$WORK/recv-perm.out" 2>"$WORK/recv-perm.err"
+    RECV_RC=$?
+    wait "$SEND_PID"
+    SEND_RC=$?
+    kill -TERM "$PERM_PID" 2>/dev/null
+    wait "$PERM_PID" 2>/dev/null
+    if [ $SEND_RC -eq 0 ] && [ $RECV_RC -eq 0 ] && [ "$(cat "$WORK/recv-perm.out")" = "$TEXT" ]; then
+        pass "text with permissions offered (none + hashcash; the Python client uses none)"
+    else
+        fail "text with permissions offered" "send exit $SEND_RC, receive exit $RECV_RC" \
+            "$WORK/send-perm.out" "$WORK/recv-perm.err" "$WORK/server-perm.log"
+    fi
+fi
+
 finish
