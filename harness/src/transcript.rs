@@ -458,7 +458,9 @@ pub fn normalize(entries: &[Entry], vars: &Variables) -> String {
         let conn = e.conn.as_deref().unwrap_or("-");
         aliases.scope.clone_from(scope);
         let frame_text = |f: &Frame| match (json, f) {
-            (Some(v), Frame::Binary(_)) => format!("binary {}", inline(&aliases.apply(v, None, None))),
+            (Some(v), Frame::Binary(_)) => {
+                format!("binary {}", inline(&aliases.apply(v, None, None)))
+            }
             (Some(v), Frame::Text(_)) => inline(&aliases.apply(v, None, None)),
             (None, _) => f.describe_raw(),
         };
