@@ -13,7 +13,9 @@
 //!   in-process server; [`Suite`] schedules vectors onto it;
 //! * [`trials`] turns everything into libtest-mimic trials for
 //!   `cargo test`, with known divergences and insta snapshots;
-//! * [`record`](mod@record) drafts new vectors from a real client session.
+//! * [`record`](mod@record) drafts new vectors from a real client session;
+//! * [`bench`] generates load (pairs, idle connections, churn) against any
+//!   server and reports throughput, latency and CPU/RSS use.
 //!
 //! A server's conformance test looks like this (`harness = false`):
 //!
@@ -38,6 +40,7 @@
 //! }
 //! ```
 
+pub mod bench;
 pub mod command;
 pub mod conn;
 pub mod filter;

@@ -1,6 +1,7 @@
 //! `wormhole-mailbox-conformance`: runs the conformance vectors against a
 //! mailbox server (`run`, the default, alias `test`) or records a real
-//! client session as a draft vector (`record`).
+//! client session as a draft vector (`record`), or generates load against
+//! a server and reports its throughput and latency (`bench`).
 
 use clap::{Args, Parser, Subcommand};
 use std::io::Write as _;
@@ -37,6 +38,9 @@ enum Command {
     Run(RunArgs),
     /// Proxy a real client to a server and write the session as a draft vector.
     Record(RecordArgs),
+    /// Generate load against a server (pairs, idle, churn) and report
+    /// throughput, latency percentiles, errors and CPU/RSS use.
+    Bench(wormhole_mailbox_harness::bench::BenchArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -111,6 +115,11 @@ struct RecordArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let command = match cli.command {
+        // its own runtime: current-thread unless --threads says otherwise
+        Some(Command::Bench(args)) => return wormhole_mailbox_harness::bench::main(args),
+        other => other,
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -121,9 +130,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let result = match cli.command {
+    let result = match command {
         Some(Command::Record(args)) => rt.block_on(record_cmd(args)),
         Some(Command::Run(args)) => rt.block_on(run_cmd(args)),
+        Some(Command::Bench(_)) => return ExitCode::from(2),
         None => rt.block_on(run_cmd(cli.run)),
     };
     match result {
