@@ -31,7 +31,8 @@ pub enum Outbound {
     /// Write this message (boxed: queue slots stay small for idle clients).
     Message(Box<ServerMessage>),
     /// Close the WebSocket with this code and reason (storage failure).
-    Close(u16, &'static str),
+    /// A reference, so a queue slot stays two words.
+    Close(&'static (u16, &'static str)),
 }
 
 /// The connections frames can be routed to. Each queue is bounded: a
@@ -193,7 +194,10 @@ fn commit_batch(w: &mut Writer, mut batch: Vec<Job>) {
             // client reconnects and resumes); the others are answered.
             if let Some(origin) = job.origin {
                 if let Some(tx) = routes.get(&origin) {
-                    if tx.try_send(Outbound::Close(1011, "storage error")).is_err() {
+                    if tx
+                        .try_send(Outbound::Close(&(1011, "storage error")))
+                        .is_err()
+                    {
                         slow.push(origin);
                     }
                 }

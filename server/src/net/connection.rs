@@ -22,13 +22,23 @@ type Ws = WebSocketStream<TcpStream>;
 /// How long we wait for the client's close frame after sending ours.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
+/// Initial read buffer of a connection. tungstenite allocates (and
+/// zero-fills) it up front, so every idle connection pays for it: 256
+/// bytes hold what a client sends before it waits for its peer (`bind`,
+/// `claim`, `open`, a PAKE `add`); a larger frame grows the buffer to fit.
+const READ_BUFFER: usize = 256;
+
+/// Frames are collected up to this size before a write; `flush` writes the
+/// rest, so one wake-up's frames go out in one `send` (the buffer grows
+/// only to the largest batch actually written).
+const WRITE_BUFFER: usize = 64 * 1024;
+
 fn ws_config(shared: &Shared) -> WebSocketConfig {
     let mut c = WebSocketConfig::default();
     c.max_message_size = Some(shared.config.max_message_size);
     c.max_frame_size = Some(shared.config.max_message_size);
-    // small buffers: most connections are idle
-    c.read_buffer_size = 4096;
-    c.write_buffer_size = 0;
+    c.read_buffer_size = READ_BUFFER;
+    c.write_buffer_size = WRITE_BUFFER;
     c
 }
 
@@ -52,20 +62,21 @@ pub(crate) async fn run(
         return;
     }
     let timeout = shared.config.handshake_timeout;
-    let outcome =
-        match tokio::time::timeout(timeout, handshake::accept(stream, peer, ws_config(&shared)))
-            .await
-        {
-            Ok(Ok(o)) => o,
-            Ok(Err(e)) => {
-                tracing::debug!(error = %e, "handshake failed");
-                return;
-            }
-            Err(_) => {
-                tracing::debug!("handshake timed out");
-                return;
-            }
-        };
+    // Boxed: the handshake's buffers would otherwise stay part of the
+    // connection task's state (sized for its largest await point) for the
+    // connection's whole life.
+    let handshake = Box::pin(handshake::accept(stream, peer, ws_config(&shared)));
+    let outcome = match tokio::time::timeout(timeout, handshake).await {
+        Ok(Ok(o)) => o,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!("handshake timed out");
+            return;
+        }
+    };
     let Outcome::WebSocket(ws, address) = outcome else {
         return;
     };
@@ -168,7 +179,17 @@ impl Drop for IpSlot<'_> {
     }
 }
 
-async fn close(ws: &mut Ws, code: CloseCode, reason: &'static str) {
+/// Sends a close frame and waits briefly for the client's. Boxed (it is
+/// rare, and its timer would otherwise enlarge every connection's state).
+fn close<'a>(
+    ws: &'a mut Ws,
+    code: CloseCode,
+    reason: &'static str,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
+    Box::pin(close_inner(ws, code, reason))
+}
+
+async fn close_inner(ws: &mut Ws, code: CloseCode, reason: &'static str) {
     let frame = CloseFrame {
         code,
         reason: reason.into(),
@@ -221,7 +242,7 @@ async fn serve_frames(
                                         return "write failed";
                                     }
                                 }
-                                Outbound::Close(code, reason) => {
+                                Outbound::Close(&(code, reason)) => {
                                     let _ = ws.flush().await;
                                     close(ws, CloseCode::from(code), reason).await;
                                     return reason;
@@ -232,7 +253,7 @@ async fn serve_frames(
                             return "write failed";
                         }
                     }
-                    Outbound::Close(code, reason) => {
+                    Outbound::Close(&(code, reason)) => {
                         close(ws, CloseCode::from(code), reason).await;
                         return reason;
                     }

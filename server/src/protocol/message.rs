@@ -71,12 +71,6 @@ impl StoredMessage {
     }
 }
 
-fn float(v: f64) -> Value {
-    serde_json::Number::from_f64(v)
-        .map(Value::Number)
-        .unwrap_or(Value::Null)
-}
-
 impl ServerMessage {
     /// The `type` string on the wire.
     pub fn type_name(&self) -> &'static str {
@@ -95,52 +89,129 @@ impl ServerMessage {
     }
 
     /// Encodes as one JSON text frame, keys in the Python server's order
-    /// (type-specific fields, then `type`, then `server_tx`).
+    /// (type-specific fields, then `type`, then `server_tx`). Written
+    /// straight into one buffer: no intermediate JSON map, no copies of the
+    /// values (this runs for every frame the server sends).
     pub fn to_json(&self, server_tx: f64) -> String {
-        let mut m = Map::new();
+        let mut out = Vec::with_capacity(self.size_hint());
+        out.push(b'{');
         match self {
             ServerMessage::Welcome { welcome } => {
-                m.insert("welcome".into(), Value::Object(welcome.clone()));
+                key(&mut out, "welcome");
+                value(&mut out, welcome);
             }
             ServerMessage::Ack { id } => {
-                m.insert("id".into(), id.clone());
+                key(&mut out, "id");
+                value(&mut out, id);
             }
             ServerMessage::Pong { pong } => {
-                m.insert("pong".into(), pong.clone());
+                key(&mut out, "pong");
+                value(&mut out, pong);
             }
             ServerMessage::Nameplates { nameplates } => {
-                let list = nameplates
-                    .iter()
-                    .map(|n| {
-                        let mut e = Map::new();
-                        e.insert("id".into(), Value::String(n.clone()));
-                        Value::Object(e)
-                    })
-                    .collect();
-                m.insert("nameplates".into(), Value::Array(list));
+                key(&mut out, "nameplates");
+                out.push(b'[');
+                for (i, n) in nameplates.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    out.extend_from_slice(b"{\"id\":");
+                    raw(&mut out, n);
+                    out.push(b'}');
+                }
+                out.extend_from_slice(b"],");
             }
             ServerMessage::Allocated { nameplate } => {
-                m.insert("nameplate".into(), Value::String(nameplate.clone()));
+                key(&mut out, "nameplate");
+                value(&mut out, nameplate);
             }
             ServerMessage::Claimed { mailbox } => {
-                m.insert("mailbox".into(), Value::String(mailbox.clone()));
+                key(&mut out, "mailbox");
+                value(&mut out, mailbox);
             }
             ServerMessage::Released | ServerMessage::Closed => {}
             ServerMessage::Message(sm) => {
-                m.insert("side".into(), Value::String(sm.side.clone()));
-                m.insert("phase".into(), sm.phase.clone());
-                m.insert("body".into(), sm.body.clone());
-                m.insert("server_rx".into(), float(sm.server_rx));
-                m.insert("id".into(), sm.id.clone());
+                key(&mut out, "side");
+                value(&mut out, &sm.side);
+                key(&mut out, "phase");
+                value(&mut out, &sm.phase);
+                key(&mut out, "body");
+                value(&mut out, &sm.body);
+                key(&mut out, "server_rx");
+                float(&mut out, sm.server_rx);
+                out.push(b',');
+                key(&mut out, "id");
+                value(&mut out, &sm.id);
             }
             ServerMessage::Error { error, orig } => {
-                m.insert("error".into(), Value::String(error.clone()));
-                m.insert("orig".into(), orig.clone());
+                key(&mut out, "error");
+                value(&mut out, error);
+                key(&mut out, "orig");
+                value(&mut out, orig);
             }
         }
-        m.insert("type".into(), Value::String(self.type_name().into()));
-        m.insert("server_tx".into(), float(server_tx));
-        Value::Object(m).to_string()
+        out.extend_from_slice(b"\"type\":\"");
+        out.extend_from_slice(self.type_name().as_bytes());
+        out.extend_from_slice(b"\",\"server_tx\":");
+        float(&mut out, server_tx);
+        out.push(b'}');
+        // serde_json writes valid UTF-8; the fallback is never taken
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// Roughly the encoded length, so the buffer is allocated once.
+    fn size_hint(&self) -> usize {
+        let fixed = 64;
+        match self {
+            ServerMessage::Message(sm) => {
+                fixed + 64 + sm.side.len() + text_len(&sm.phase) + text_len(&sm.body)
+            }
+            ServerMessage::Nameplates { nameplates } => fixed + nameplates.len() * 16,
+            ServerMessage::Error { error, .. } => fixed + error.len() + 128,
+            ServerMessage::Welcome { .. } => fixed + 128,
+            _ => fixed + 32,
+        }
+    }
+}
+
+/// Length of a string value (an estimate for other values).
+fn text_len(v: &Value) -> usize {
+    match v {
+        Value::String(s) => s.len() + 2,
+        _ => 16,
+    }
+}
+
+/// `"name":` (names are plain ASCII, nothing to escape).
+fn key(out: &mut Vec<u8>, name: &str) {
+    out.push(b'"');
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\":");
+}
+
+/// A JSON value followed by a comma (every field is followed by `type`).
+fn value<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
+    raw(out, v);
+    out.push(b',');
+}
+
+/// A JSON value.
+fn raw<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
+    // writing to a Vec cannot fail, and these values are plain JSON
+    if serde_json::to_writer(&mut *out, v).is_err() {
+        out.extend_from_slice(b"null");
+    }
+}
+
+/// A timestamp as serde_json writes an `f64` (`null` if not finite).
+fn float(out: &mut Vec<u8>, v: f64) {
+    match serde_json::Number::from_f64(v) {
+        Some(n) => {
+            if serde_json::to_writer(&mut *out, &n).is_err() {
+                out.extend_from_slice(b"null");
+            }
+        }
+        None => out.extend_from_slice(b"null"),
     }
 }
 
@@ -211,6 +282,109 @@ mod tests {
                 "\"type\":\"{}\",\"server_tx\":1.5}}",
                 msg.type_name()
             )));
+        }
+    }
+
+    /// The straightforward encoding (a JSON map, then `to_string`), which
+    /// `to_json` replaced for speed: both must give the same bytes.
+    fn reference(msg: &ServerMessage, server_tx: f64) -> String {
+        let float = |v: f64| {
+            serde_json::Number::from_f64(v)
+                .map(Value::Number)
+                .unwrap_or(Value::Null)
+        };
+        let mut m = Map::new();
+        match msg {
+            ServerMessage::Welcome { welcome } => {
+                m.insert("welcome".into(), Value::Object(welcome.clone()));
+            }
+            ServerMessage::Ack { id } => {
+                m.insert("id".into(), id.clone());
+            }
+            ServerMessage::Pong { pong } => {
+                m.insert("pong".into(), pong.clone());
+            }
+            ServerMessage::Nameplates { nameplates } => {
+                let list = nameplates.iter().map(|n| json!({ "id": n })).collect();
+                m.insert("nameplates".into(), Value::Array(list));
+            }
+            ServerMessage::Allocated { nameplate } => {
+                m.insert("nameplate".into(), Value::String(nameplate.clone()));
+            }
+            ServerMessage::Claimed { mailbox } => {
+                m.insert("mailbox".into(), Value::String(mailbox.clone()));
+            }
+            ServerMessage::Released | ServerMessage::Closed => {}
+            ServerMessage::Message(sm) => {
+                m.insert("side".into(), Value::String(sm.side.clone()));
+                m.insert("phase".into(), sm.phase.clone());
+                m.insert("body".into(), sm.body.clone());
+                m.insert("server_rx".into(), float(sm.server_rx));
+                m.insert("id".into(), sm.id.clone());
+            }
+            ServerMessage::Error { error, orig } => {
+                m.insert("error".into(), Value::String(error.clone()));
+                m.insert("orig".into(), orig.clone());
+            }
+        }
+        m.insert("type".into(), Value::String(msg.type_name().into()));
+        m.insert("server_tx".into(), float(server_tx));
+        Value::Object(m).to_string()
+    }
+
+    #[test]
+    fn direct_encoding_matches_the_reference() {
+        let welcome =
+            json!({"motd": "h\u{e9}llo \"you\"\n", "your-address": {"port": 1, "ipv6": "::1"}});
+        let Value::Object(welcome) = welcome else {
+            unreachable!()
+        };
+        let msgs = [
+            ServerMessage::Welcome { welcome },
+            ServerMessage::Welcome {
+                welcome: Map::new(),
+            },
+            ServerMessage::Ack { id: json!(7) },
+            ServerMessage::Ack {
+                id: json!("x\u{1}y"),
+            },
+            ServerMessage::Ack { id: Value::Null },
+            ServerMessage::Pong { pong: json!(-3.25) },
+            ServerMessage::Nameplates { nameplates: vec![] },
+            ServerMessage::Nameplates {
+                nameplates: vec!["1".into(), "23".into(), "456".into()],
+            },
+            ServerMessage::Allocated {
+                nameplate: "12".into(),
+            },
+            ServerMessage::Claimed {
+                mailbox: "abcdefghijklm".into(),
+            },
+            ServerMessage::Released,
+            ServerMessage::Closed,
+            ServerMessage::Message(StoredMessage {
+                side: "side\\1".into(),
+                phase: json!(3),
+                body: json!("\u{2028}0a"),
+                server_rx: 1_700_000_000.123_456,
+                id: json!(1e21),
+            }),
+            ServerMessage::Message(StoredMessage {
+                side: String::new(),
+                phase: json!("version"),
+                body: Value::Null,
+                server_rx: f64::NAN,
+                id: json!(true),
+            }),
+            ServerMessage::Error {
+                error: "must bind first".into(),
+                orig: json!({"type": "add", "body": {"z": 1, "a": [1, "2"]}}),
+            },
+        ];
+        for msg in &msgs {
+            for tx in [0.0, 1.5, 1_700_000_000.987_654_3, 1e-7, f64::INFINITY] {
+                assert_eq!(msg.to_json(tx), reference(msg, tx), "{msg:?}");
+            }
         }
     }
 }
