@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 use wormhole_mailbox_server::{Config, Durability};
 
-/// The raw arguments, as pyo3 extracted them (types already checked).
+/// The raw arguments, as pyo3 extracted them (types already checked, values
+/// not yet); each field is the keyword argument of the same name.
 pub struct RawOptions {
     pub host: String,
     pub port: i64,
@@ -31,8 +32,11 @@ pub struct RawOptions {
 /// Checked options: where to listen and what to serve.
 #[derive(Debug, Clone)]
 pub struct Options {
+    /// Host name or address to bind.
     pub host: String,
+    /// Port to bind; 0 picks a free one.
     pub port: u16,
+    /// Everything else, as the server library takes it.
     pub config: Config,
 }
 

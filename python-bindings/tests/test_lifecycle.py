@@ -35,6 +35,7 @@ def test_start_returns_once_listening() -> None:
         match = URL_RE.match(server.url)
         assert match, server.url
         assert int(match.group(1)) == server.port > 0
+        assert server.host == "127.0.0.1"
         # Listening already: a plain connect succeeds at once.
         with socket.create_connection(("127.0.0.1", server.port), timeout=2):
             pass
@@ -194,7 +195,7 @@ def test_not_started() -> None:
     server = MailboxServer()
     assert not server.running
     assert "not started" in repr(server)
-    for attribute in ("url", "port"):
+    for attribute in ("url", "port", "host"):
         with pytest.raises(RuntimeError, match="not been started"):
             getattr(server, attribute)
     with pytest.raises(RuntimeError, match="not been started"):

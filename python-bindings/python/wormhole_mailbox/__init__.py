@@ -269,6 +269,14 @@ class MailboxServer:
         return port
 
     @property
+    def host(self) -> str:
+        """The address it listens (or last listened) on, e.g. ``127.0.0.1``."""
+        host = self._server.host
+        if host is None:
+            raise RuntimeError("the server has not been started: call start() first")
+        return host
+
+    @property
     def url(self) -> str:
         """The WebSocket URL for clients: ``ws://127.0.0.1:PORT/v1``."""
         url = self._server.url
