@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: the same loads (`wormhole-mailbox-conformance
+# bench`) against the pinned Python server 0.8.0 (on-disk and in-memory
+# channel DB) and against ours (default durable configuration, on-disk; and
+# --power-loss-durable), all on 127.0.0.1, then writes BENCHMARKS.md.
+# Every load is bounded in count and time; the whole run takes ~5 minutes.
+#
+# Usage: ci/bench.sh [OUTPUT.md]   (default: BENCHMARKS.md at the repository root)
+# Environment: BENCH_SECONDS (per timed load, default 10), BENCH_IDLE
+# (idle connections, default 10000), BENCH_OUT (raw results directory,
+# default bench-out/), CARGO_TARGET_DIR.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+report="${1:-$root/BENCHMARKS.md}"
+secs="${BENCH_SECONDS:-10}"
+idle_n="${BENCH_IDLE:-10000}"
+out="${BENCH_OUT:-$root/bench-out}"
+target="${CARGO_TARGET_DIR:-$root/target}"
+venv="$root/.venv"
+rm -rf "$out"
+mkdir -p "$out"
+work="$(mktemp -d)"
+server_pid=""
+
+cleanup() {
+  if [ -n "$server_pid" ]; then
+    kill -TERM "$server_pid" 2>/dev/null || true
+    wait "$server_pid" 2>/dev/null || true
+  fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+echo "::: python virtualenv"
+bash ci/setup-venv.sh "$venv"
+echo "::: release build"
+cargo build --release --locked -p wormhole-mailbox-server --bin wormhole-mailbox \
+  -p wormhole-mailbox-harness --bin wormhole-mailbox-conformance
+ours="$target/release/wormhole-mailbox"
+tool="$target/release/wormhole-mailbox-conformance"
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+wait_port() {
+  local port="$1"
+  for _ in $(seq 1 150); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "server on port $port did not start" >&2
+  return 1
+}
+
+stop_server() {
+  if [ -n "$server_pid" ]; then
+    kill -TERM "$server_pid" 2>/dev/null || true
+    wait "$server_pid" 2>/dev/null || true
+    server_pid=""
+  fi
+}
+
+# start_python NAME DB
+start_python() {
+  port="$(free_port)"
+  "$venv/bin/twist" wormhole-mailbox "--port=tcp:$port:interface=127.0.0.1" \
+    "--channel-db=$2" > "$out/$1.server.log" 2>&1 &
+  server_pid=$!
+  metrics=""
+  wait_port "$port"
+}
+
+# start_ours NAME [FLAGS...]
+start_ours() {
+  local name="$1"; shift
+  port="$(free_port)"
+  metrics="$(free_port)"
+  "$ours" --port "127.0.0.1:$port" --channel-db "$work/$name.sqlite" \
+    --metrics "127.0.0.1:$metrics" "$@" > "$out/$name.server.log" 2>&1 &
+  server_pid=$!
+  wait_port "$port"
+}
+
+commits() {
+  if [ -z "$metrics" ]; then echo null; return; fi
+  curl -s "http://127.0.0.1:$metrics/metrics" |
+    awk '/^wormhole_mailbox_commit_duration_seconds_count/ {print $2; found=1} END {if (!found) print "null"}'
+}
+
+# load NAME MODE [ARGS...]: one bounded load; its JSON line goes to NAME.json
+# with the commit count before and after (our server only).
+load() {
+  local name="$1" mode="$2"; shift 2
+  local before after
+  before="$(commits)"
+  echo "--- $name: $mode $*"
+  "$tool" bench "$mode" --url "ws://127.0.0.1:$port/v1" --server-pid "$server_pid" --json "$@" \
+    > "$out/$name.json" || echo "(load $name reported errors)"
+  after="$(commits)"
+  echo "{\"commits_before\": $before, \"commits_after\": $after}" > "$out/$name.commits.json"
+}
+
+standard_loads() {
+  local cfg="$1"
+  load "$cfg.pairs10" pairs --concurrency 10 --duration "$secs"
+  load "$cfg.pairs100" pairs --concurrency 100 --duration "$secs"
+  load "$cfg.churn" churn --concurrency 20 --duration "$secs"
+}
+
+idle_load() {
+  load "$1.idle" idle --concurrency 100 --count "$idle_n" --hold 2 --duration 120
+}
+
+loadavg_before="$(cut -d' ' -f1-3 /proc/loadavg)"
+
+echo "::: Python server 0.8.0, on-disk channel DB"
+start_python python-disk "$work/python.sqlite"
+sleep 1
+idle_load python-disk
+standard_loads python-disk
+stop_server
+
+echo "::: Python server 0.8.0, in-memory channel DB"
+start_python python-memory ":memory:"
+sleep 1
+standard_loads python-memory
+stop_server
+
+echo "::: ours, default (durable, on-disk)"
+start_ours ours-disk
+idle_load ours-disk
+standard_loads ours-disk
+stop_server
+
+echo "::: ours, --power-loss-durable (fsync every commit)"
+start_ours ours-fsync --power-loss-durable
+load ours-fsync.pairs10 pairs --concurrency 10 --duration "$secs"
+load ours-fsync.pairs100 pairs --concurrency 100 --duration "$secs"
+stop_server
+
+loadavg_after="$(cut -d' ' -f1-3 /proc/loadavg)"
+
+# machine and version facts for the report
+python_version="$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("magic-wormhole-mailbox-server"))')"
+cat > "$out/machine.json" <<EOF
+{
+  "date": "$(date -u '+%Y-%m-%d %H:%M UTC')",
+  "nproc": "$(nproc)",
+  "cpu": "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')",
+  "memory": "$(free -h | awk '/^Mem:/ {print $2}')",
+  "kernel": "$(uname -r)",
+  "loadavg_before": "$loadavg_before",
+  "loadavg_after": "$loadavg_after",
+  "rustc": "$(rustc --version)",
+  "ours": "$("$ours" --version 2>/dev/null | head -1)",
+  "python_server": "magic-wormhole-mailbox-server $python_version ($("$venv/bin/python" --version))",
+  "seconds": $secs,
+  "idle": $idle_n
+}
+EOF
+python3 ci/bench_report.py "$out" "$root/ci/bench-notes.md" > "$report"
+echo "wrote $report (raw results in $out)"
