@@ -40,6 +40,9 @@ fi
 if [ -x ci/python-bindings.sh ]; then
   stage "python bindings: wheel, stub check, pytest" bash ci/python-bindings.sh
 fi
+if [ -x ci/fuzz.sh ]; then
+  stage "fuzzing (cargo-fuzz, bounded)" bash ci/fuzz.sh
+fi
 if [ -x ci/bench-smoke.sh ]; then
   stage "benchmark smoke run" bash ci/bench-smoke.sh
 fi
@@ -52,6 +55,9 @@ for n in $(grep -oE '^=+ ([0-9]+ passed)' "$log" | grep -oE '[0-9]+'); do
   passed=$((passed + n))
 done
 for n in $(grep -oE '^conformance: [0-9]+ passed' "$log" | grep -oE '[0-9]+'); do
+  passed=$((passed + n))
+done
+for n in $(grep -oE '^fuzz: [0-9]+ passed' "$log" | grep -oE '[0-9]+'); do
   passed=$((passed + n))
 done
 for n in $(grep -oE '^interop: [0-9]+ passed' "$log" | grep -oE '[0-9]+'); do

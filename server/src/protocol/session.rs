@@ -181,18 +181,24 @@ impl Core {
         let mut old = std::mem::take(&mut self.apps);
         self.apps = fresh.apps;
         self.mailbox_count = fresh.mailbox_count;
+        let mut next = self.next_serial;
         for (app_id, app) in self.apps.iter_mut() {
-            let Some(old_app) = old.get_mut(app_id) else {
-                continue;
-            };
+            let mut old_app = old.remove(app_id);
             for (id, mb) in app.mailboxes.iter_mut() {
-                if let Some(prev) = old_app.mailboxes.remove(id) {
-                    mb.listeners = prev.listeners;
-                    mb.serial = prev.serial;
+                match old_app.as_mut().and_then(|a| a.mailboxes.remove(id)) {
+                    Some(prev) => {
+                        mb.listeners = prev.listeners;
+                        mb.serial = prev.serial;
+                    }
+                    None => {
+                        // back from storage: a serial no connection holds
+                        next += 1;
+                        mb.serial = next;
+                    }
                 }
             }
         }
-        self.next_serial = self.next_serial.max(fresh.next_serial);
+        self.next_serial = next;
     }
 
     fn serial(&mut self) -> u64 {
