@@ -51,16 +51,7 @@ fi
 for n in $(grep -oE 'test result: (ok|FAILED)\. [0-9]+ passed' "$log" | grep -oE '[0-9]+ passed' | grep -oE '[0-9]+'); do
   passed=$((passed + n))
 done
-for n in $(grep -oE '^=+ ([0-9]+ passed)' "$log" | grep -oE '[0-9]+'); do
-  passed=$((passed + n))
-done
-for n in $(grep -oE '^conformance: [0-9]+ passed' "$log" | grep -oE '[0-9]+'); do
-  passed=$((passed + n))
-done
-for n in $(grep -oE '^fuzz: [0-9]+ passed' "$log" | grep -oE '[0-9]+'); do
-  passed=$((passed + n))
-done
-for n in $(grep -oE '^interop: [0-9]+ passed' "$log" | grep -oE '[0-9]+'); do
+for n in $(grep -oE '^(=+ |conformance: |fuzz: |interop: )[0-9]+ passed' "$log" | grep -oE '[0-9]+ passed' | grep -oE '[0-9]+'); do
   passed=$((passed + n))
 done
 echo
