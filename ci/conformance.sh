@@ -3,7 +3,9 @@
 # (1) the pinned Python server 0.8.0, proving the vectors describe the real
 # protocol, and (2) our server binary, both launched by the harness
 # (--server-cmd), so launch/restart vectors run too. Prune vectors need
-# --prune-interval, which only our server has.
+# --prune-interval, and permissions vectors the permissions extension
+# (--permissions, --hashcash-bits), which only our server has: the Python
+# run skips both.
 # Usage: ci/conformance.sh [TARGET_DIR]   (default: target/debug)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -23,7 +25,7 @@ else
 fi
 
 echo "--- our server ($bin/wormhole-mailbox)"
-if "$harness" --vectors "$root/vectors" -j 4 -q --capability prune \
+if "$harness" --vectors "$root/vectors" -j 4 -q --capability prune --capability permissions \
     --server-cmd "$bin/wormhole-mailbox --port=tcp:{port}:interface=127.0.0.1 --channel-db={db}" \
     --json "$out/rust.json" --junit "$out/rust.junit.xml"; then
   echo "conformance vs ours: OK"

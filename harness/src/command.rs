@@ -44,7 +44,9 @@ impl CommandLauncher {
     }
 
     /// Adds a capability the command offers (`prune` when the server takes
-    /// `--prune-interval`/`--channel-expiration`).
+    /// `--prune-interval`/`--channel-expiration`, `permissions` when it
+    /// implements the permissions extension and takes
+    /// `--permissions=METHOD`/`--hashcash-bits=N`).
     pub fn with_capability(mut self, c: Capability) -> Self {
         self.capabilities.insert(c);
         self

@@ -44,6 +44,7 @@ pub mod bench;
 pub mod command;
 pub mod conn;
 pub mod filter;
+pub mod hashcash;
 pub mod http;
 pub mod json;
 pub mod load;
@@ -64,7 +65,7 @@ pub use report::{Profile, Summary};
 pub use run::{run_vector, Outcome, RunOptions, RunResult, ServerRef};
 pub use target::{BoxFuture, LaunchOptions, Launcher, Running, Suite, Target};
 pub use trials::{run_trials, snapshot_name, trials, TrialOptions};
-pub use vector::{Capability, Class, RestartKind, ServerOptions, Vector};
+pub use vector::{Capability, Class, PermissionMethod, RestartKind, ServerOptions, Vector};
 
 /// Re-exported so a conformance test needs no direct dependency.
 pub use libtest_mimic;

@@ -2,8 +2,9 @@
 //! validation against `vectors/schema.json`, and the semantic checks the
 //! schema cannot express. Every problem names the file and a JSON pointer.
 
+use crate::hashcash;
 use crate::pattern::{CompileError, Pattern};
-use crate::vars::{parse_str, StrValue, VarRef};
+use crate::vars::{generator, parse_str, reserved_capture, valid_name, StrValue, VarRef};
 use crate::vector::*;
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -253,6 +254,11 @@ pub fn parse_vector(id: &str, source: &str, text: &str) -> Result<Vector, LoadEr
                     message = format!("{hint} ({message})");
                 }
             }
+            if message.contains(r#"{"pattern":"^\\$"} is not allowed for"#) {
+                message = format!(
+                    "an object mixes '$' keys with plain keys: a '$' object is a whole value (a matcher in patterns, a generator such as {{\"$hashcash\": …}} in sent messages) ({message})"
+                );
+            }
             Problem { pointer, message }
         })
         .collect();
@@ -316,6 +322,9 @@ struct Parser {
     /// Capture names bound by earlier steps.
     bound: BTreeSet<String>,
     conns: BTreeMap<String, ConnState>,
+    /// Captures bound by the `as` of generators in the current step
+    /// (usable from the next step on).
+    generated: BTreeSet<String>,
 }
 
 fn s<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
@@ -424,6 +433,17 @@ impl Parser {
                 .unwrap_or(false),
             prune_interval: o.get("prune_interval").and_then(Value::as_u64),
             channel_expiration: o.get("channel_expiration").and_then(Value::as_u64),
+            permissions: o
+                .get("permissions")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|m| m.as_str().and_then(|m| m.parse().ok()))
+                .collect(),
+            hashcash_bits: o
+                .get("hashcash_bits")
+                .and_then(Value::as_u64)
+                .and_then(|n| u32::try_from(n).ok()),
         };
         if !requires.contains(&Capability::Prune) {
             for key in ["prune_interval", "channel_expiration"] {
@@ -435,11 +455,31 @@ impl Parser {
                 }
             }
         }
+        if !requires.contains(&Capability::Permissions) {
+            for key in ["permissions", "hashcash_bits"] {
+                if o.contains_key(key) {
+                    self.problem(
+                        &format!("/server/{key}"),
+                        format!("{key} needs \"permissions\" in \"requires\" (a server without the permissions extension cannot take it)"),
+                    );
+                }
+            }
+        }
+        if opts.hashcash_bits.is_some() && !opts.permissions.contains(&PermissionMethod::Hashcash) {
+            self.problem(
+                "/server/hashcash_bits",
+                "hashcash_bits has no effect unless \"permissions\" includes \"hashcash\"",
+            );
+        }
         opts
     }
 
     /// Checks a send-side template: variable syntax and capture order.
     fn template(&mut self, v: &Value, ptr: &str) {
+        if let Some((name, arg)) = generator(v) {
+            self.generator(name, arg, &format!("{ptr}/{}", escape(name)));
+            return;
+        }
         match v {
             Value::String(text) => match parse_str(text) {
                 Ok(StrValue::Literal(_)) => {}
@@ -453,10 +493,98 @@ impl Parser {
             }
             Value::Object(map) => {
                 for (k, item) in map {
-                    self.template(item, &format!("{ptr}/{}", escape(k)));
+                    let p = format!("{ptr}/{}", escape(k));
+                    if k.starts_with('$') {
+                        self.problem(
+                            &p,
+                            format!("{k:?}: keys starting with '$' are reserved for generators, and the only generator is a whole-value {{\"$hashcash\": {{...}}}} object (send a raw \"text\" frame for such a key)"),
+                        );
+                    }
+                    self.template(item, &p);
                 }
             }
             _ => {}
+        }
+    }
+
+    /// Checks a `{"$hashcash": {...}}` generator: known keys, literal
+    /// types and ranges, variables bound earlier; `as` binds a capture for
+    /// later steps.
+    fn generator(&mut self, name: &str, arg: &Value, ptr: &str) {
+        let Some(obj) = arg.as_object() else {
+            self.problem(ptr, format!("{name} takes an object"));
+            return;
+        };
+        for k in obj.keys() {
+            if !hashcash::KEYS.contains(&k.as_str()) {
+                self.problem(
+                    &format!("{ptr}/{}", escape(k)),
+                    format!(
+                        "unknown {name} key {k:?} (use {})",
+                        hashcash::KEYS.join(", ")
+                    ),
+                );
+            }
+        }
+        for key in ["resource", "bits"] {
+            if !obj.contains_key(key) {
+                self.problem(ptr, format!("{name} needs \"{key}\""));
+            }
+        }
+        let mut literal_bits = None;
+        let mut literal_work = None;
+        for (k, v) in obj {
+            let p = format!("{ptr}/{}", escape(k));
+            let var = v.as_str().and_then(|t| match parse_str(t) {
+                Ok(StrValue::Var(var)) => Some(var),
+                _ => None,
+            });
+            match k.as_str() {
+                "as" => match v.as_str() {
+                    Some(n) if valid_name(n) && !reserved_capture(n) => {
+                        self.generated.insert(n.to_owned());
+                    }
+                    _ => self.problem(
+                        &p,
+                        "\"as\" is a capture name (letters, digits, _ . -; not appid or side)",
+                    ),
+                },
+                "bits" | "work" => match (v.as_u64(), var) {
+                    (Some(n), _) => {
+                        let max = if k == "work" {
+                            hashcash::MAX_WORK
+                        } else {
+                            hashcash::MAX_BITS
+                        };
+                        if n > u64::from(max) {
+                            self.problem(&p, format!("{k} is at most {max}"));
+                        } else if k == "bits" {
+                            literal_bits = Some(n);
+                        } else {
+                            literal_work = Some(n);
+                        }
+                    }
+                    (None, Some(_)) => self.template(v, &p),
+                    (None, None) => {
+                        self.problem(&p, format!("{k} is an integer or a \"$NAME\" variable"))
+                    }
+                },
+                _ => {
+                    if v.is_string() {
+                        self.template(v, &p);
+                    } else {
+                        self.problem(&p, format!("{k} is a string (or a \"$NAME\" variable)"));
+                    }
+                }
+            }
+        }
+        if let (Some(bits), None) = (literal_bits, literal_work) {
+            if !obj.contains_key("work") && bits > u64::from(hashcash::MAX_WORK) {
+                self.problem(
+                    &format!("{ptr}/bits"),
+                    format!("minting {bits} bits of work would take too long (at most {}); add \"work\" to claim more than is done", hashcash::MAX_WORK),
+                );
+            }
         }
     }
 
@@ -786,6 +914,7 @@ impl Parser {
             self.reference(&r, &ptr, &caps);
         }
         self.bound.extend(caps);
+        self.bound.append(&mut self.generated);
         Some(Step {
             index: i,
             action,
@@ -957,6 +1086,145 @@ mod tests {
             r#"{"description": "d", "spec": [], "class": "required", "server": {"prune_interval": 1}, "steps": [{"sleep_ms": 1}]}"#,
         );
         assert_eq!(p[0].0, "/server/prune_interval");
+    }
+
+    #[test]
+    fn permission_options_need_requirement() {
+        let p = problems(
+            r#"{"description": "d", "spec": [], "class": "required", "server": {"permissions": ["hashcash"], "hashcash_bits": 8}, "steps": [{"sleep_ms": 1}]}"#,
+        );
+        let pointers: Vec<&str> = p.iter().map(|(ptr, _)| ptr.as_str()).collect();
+        assert_eq!(
+            pointers,
+            vec!["/server/permissions", "/server/hashcash_bits"],
+            "{p:?}"
+        );
+        assert!(p[0].1.contains("\"permissions\" in \"requires\""), "{p:?}");
+
+        // bits without hashcash among the methods
+        let p = problems(
+            r#"{"description": "d", "spec": [], "class": "required", "requires": ["permissions"],
+                "server": {"permissions": ["none"], "hashcash_bits": 8}, "steps": [{"sleep_ms": 1}]}"#,
+        );
+        assert_eq!(p[0].0, "/server/hashcash_bits");
+
+        // schema: unknown method, empty list, bits out of range
+        for server in [
+            r#"{"permissions": ["password"]}"#,
+            r#"{"permissions": []}"#,
+            r#"{"permissions": ["none", "none"]}"#,
+            r#"{"permissions": ["hashcash"], "hashcash_bits": 0}"#,
+            r#"{"permissions": ["hashcash"], "hashcash_bits": 65}"#,
+        ] {
+            let p = problems(&format!(
+                r#"{{"description": "d", "spec": [], "class": "required", "requires": ["permissions"], "server": {server}, "steps": [{{"sleep_ms": 1}}]}}"#
+            ));
+            assert!(p[0].0.starts_with("/server/"), "{server}: {p:?}");
+        }
+
+        let v = parse(
+            r#"{"description": "d", "spec": [], "class": "required", "requires": ["permissions"],
+                "server": {"permissions": ["none", "hashcash"], "hashcash_bits": 10}, "steps": [{"connect": "a"}]}"#,
+        )
+        .expect("valid");
+        assert_eq!(
+            v.needs().into_iter().collect::<Vec<_>>(),
+            vec![Capability::Launch, Capability::Permissions]
+        );
+        assert_eq!(
+            v.server.cli_args(),
+            vec![
+                "--permissions=none",
+                "--permissions=hashcash",
+                "--hashcash-bits=10"
+            ]
+        );
+    }
+
+    fn with_send(message: &str) -> String {
+        format!(
+            r#"{{"description": "d", "spec": [], "class": "required", "steps": [
+                {{"connect": "a"}},
+                {{"expect": "a", "message": {{"welcome": {{"permission-required": {{"hashcash": {{"bits": {{"$capture": "bits"}}, "resource": {{"$capture": "res"}}}}}}}}}}}},
+                {{"send": "a", "message": {message}}},
+                {{"send": "a", "message": {{"stamp": "$st"}}}}
+            ]}}"#
+        )
+    }
+
+    #[test]
+    fn hashcash_generator_loads() {
+        parse(&with_send(
+            r#"{"type": "submit-permissions", "stamp": {"$hashcash": {"resource": "$res", "bits": "$bits", "work": 2, "version": "2", "date": "260101", "ext": "a:b", "rand": "x", "as": "st"}}}"#,
+        ))
+        .expect("valid generator; `as` binds st for the next step");
+        parse(&with_send(
+            r#"[{"$hashcash": {"resource": "lit", "bits": 100, "work": 8, "as": "st"}}]"#,
+        ))
+        .expect("a generator anywhere in the message, a claim above the work limit");
+    }
+
+    #[test]
+    fn hashcash_generator_errors() {
+        let cases = [
+            // missing resource (schema)
+            (
+                r#"{"stamp": {"$hashcash": {"bits": 8, "as": "st"}}}"#,
+                "/steps/2/message/stamp",
+            ),
+            // unknown key (schema)
+            (
+                r#"{"stamp": {"$hashcash": {"resource": "r", "bits": 8, "colour": 1, "as": "st"}}}"#,
+                "/steps/2/message/stamp",
+            ),
+            // bits not an integer or variable (schema)
+            (
+                r#"{"stamp": {"$hashcash": {"resource": "r", "bits": "8", "as": "st"}}}"#,
+                "/steps/2/message/stamp",
+            ),
+            // work above the limit (schema)
+            (
+                r#"{"stamp": {"$hashcash": {"resource": "r", "bits": 8, "work": 30, "as": "st"}}}"#,
+                "/steps/2/message/stamp",
+            ),
+            // a generator mixed with other keys, another $ key (schema)
+            (
+                r#"{"stamp": {"$hashcash": {"resource": "r", "bits": 8, "as": "st"}, "x": 1}}"#,
+                "/steps/2/message/stamp",
+            ),
+            (
+                r#"{"stamp": {"$sha1": "x"}, "x": {"$hashcash": {"resource": "r", "bits": 8, "as": "st"}}}"#,
+                "/steps/2/message/stamp",
+            ),
+            // bits above the work limit without work (semantic)
+            (
+                r#"{"stamp": {"$hashcash": {"resource": "r", "bits": 30, "as": "st"}}}"#,
+                "/steps/2/message/stamp/$hashcash/bits",
+            ),
+            // a variable that nothing captured (semantic)
+            (
+                r#"{"stamp": {"$hashcash": {"resource": "$nope", "bits": 8, "as": "st"}}}"#,
+                "/steps/2/message/stamp/$hashcash/resource",
+            ),
+            // reserved capture name (semantic)
+            (
+                r#"{"stamp": {"$hashcash": {"resource": "r", "bits": 8, "as": "side"}}}"#,
+                "/steps/2/message/stamp/$hashcash/as",
+            ),
+        ];
+        for (message, pointer) in cases {
+            let p = problems(&with_send(message));
+            assert!(
+                p.iter().any(|(ptr, _)| ptr.starts_with(pointer)),
+                "{message}: expected a problem at {pointer}, got {p:?}"
+            );
+        }
+        // without `as`, $st is unbound in the next step
+        let p = problems(&with_send(
+            r#"{"stamp": {"$hashcash": {"resource": "$res", "bits": 8}}}"#,
+        ));
+        assert_eq!(p[0].0, "/steps/3/message/stamp", "{p:?}");
+        assert!(p[0].1.contains("$st"), "{p:?}");
     }
 
     #[test]

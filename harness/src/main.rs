@@ -53,8 +53,9 @@ struct RunArgs {
     /// placeholders; the harness appends the vector's flags (--motd=…).
     #[arg(long, value_name = "CMD")]
     server_cmd: Option<String>,
-    /// An extra capability of --server-cmd (only `prune` makes sense: the
-    /// server accepts --prune-interval/--channel-expiration).
+    /// An extra capability of --server-cmd: `prune` (the server accepts
+    /// --prune-interval/--channel-expiration) or `permissions` (it implements
+    /// the permissions extension: --permissions=METHOD, --hashcash-bits=N).
     #[arg(long = "capability", value_name = "CAP")]
     capabilities: Vec<Capability>,
     /// A vectors directory (default: the copy bundled into this binary).

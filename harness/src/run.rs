@@ -400,6 +400,11 @@ impl Runner<'_> {
         self.vars.substitute(v).map_err(StepFailure::new)
     }
 
+    /// A send template with generators evaluated (`$hashcash`).
+    fn render(&mut self, v: &Value) -> Result<Value, StepFailure> {
+        self.vars.render(v).map_err(StepFailure::new)
+    }
+
     fn check_headers(
         &self,
         what: &str,
@@ -442,11 +447,11 @@ impl Runner<'_> {
             Action::Http(h) => self.http(h).await,
             Action::Send { conn, payload } => {
                 let frame = match payload {
-                    Payload::Message(m) => Frame::Text(self.substitute(m)?.to_string()),
+                    Payload::Message(m) => Frame::Text(self.render(m)?.to_string()),
                     Payload::Text(t) => Frame::Text(t.clone()),
                     Payload::Binary(b) => Frame::Binary(b.clone()),
                     Payload::BinaryMessage(m) => {
-                        Frame::Binary(self.substitute(m)?.to_string().into_bytes())
+                        Frame::Binary(self.render(m)?.to_string().into_bytes())
                     }
                 };
                 self.send_frame(conn, frame).await

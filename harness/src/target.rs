@@ -81,7 +81,8 @@ impl LaunchOptions {
 pub trait Launcher: Send + Sync {
     /// What this launcher can do. The default (`launch` + `restart`) suits
     /// a launcher whose servers implement [`Running::restart`]; add
-    /// `prune` if the server honours `prune_interval`/`channel_expiration`.
+    /// `prune` if the server honours `prune_interval`/`channel_expiration`,
+    /// `permissions` if it honours `permissions`/`hashcash_bits`.
     fn capabilities(&self) -> BTreeSet<Capability> {
         [Capability::Launch, Capability::Restart]
             .into_iter()

@@ -237,6 +237,8 @@ struct Aliases {
     /// The app id of the frame being aliased.
     scope: String,
     mailboxes: BTreeMap<String, String>,
+    /// Hashcash resources of the welcome (`permission-required`).
+    resources: BTreeMap<String, String>,
     captures: Vec<(String, String)>,
 }
 
@@ -254,6 +256,11 @@ impl Aliases {
         for (name, v) in vars.sides() {
             fixed.insert(v.clone(), format!("[side:{name}]"));
         }
+        for (i, v) in vars.generated().iter().enumerate() {
+            fixed
+                .entry(v.clone())
+                .or_insert_with(|| format!("[stamp:{}]", i + 1));
+        }
         let captures = vars
             .captures()
             .iter()
@@ -269,6 +276,7 @@ impl Aliases {
             nameplates: BTreeMap::new(),
             scope: String::new(),
             mailboxes: BTreeMap::new(),
+            resources: BTreeMap::new(),
             captures,
         }
     }
@@ -288,6 +296,12 @@ impl Aliases {
                     self.mailboxes
                         .entry(s.clone())
                         .or_insert_with(|| format!("[mb:{n}]"));
+                }
+                Some("resource") => {
+                    let n = self.resources.len() + 1;
+                    self.resources
+                        .entry(s.clone())
+                        .or_insert_with(|| format!("[resource:{n}]"));
                 }
                 _ => {}
             },
@@ -332,13 +346,19 @@ impl Aliases {
                 let keyed = match key {
                     Some("nameplate") | Some("nameplates[].id") => np(),
                     Some("mailbox") => self.mailboxes.get(s),
+                    Some("resource") => self.resources.get(s),
                     _ => None,
                 };
                 if let Some(a) = keyed {
                     return json!(a);
                 }
                 if s.chars().count() >= 8 {
-                    if let Some(a) = self.mailboxes.get(s).or_else(np) {
+                    if let Some(a) = self
+                        .mailboxes
+                        .get(s)
+                        .or_else(np)
+                        .or_else(|| self.resources.get(s))
+                    {
                         return json!(a);
                     }
                     if let Some((_, a)) = self.captures.iter().find(|(val, _)| val == s) {
@@ -597,6 +617,62 @@ a <- {"mailbox": "[mb:1]", "type": "claimed"}
 a <- {"nameplates": [{"id": "[np:1]"}, {"id": "[np:2]"}], "type": "nameplates"}
 a <- {"type": "message", "body": "[mb:1]", "phase": "42"}
 a <- closed (1000)
+"#;
+        assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn aliases_resources_and_stamps() {
+        let mut vars = Variables::fresh(&[], &[]);
+        vars.bind(
+            [("res".to_owned(), json!("r3s0urce9"))]
+                .into_iter()
+                .collect(),
+        );
+        let stamp = vars
+            .render(&json!({"$hashcash": {"resource": "$res", "bits": 4}}))
+            .expect("mints");
+        let text = |v: Value| Frame::Text(v.to_string());
+        let entries = vec![
+            entry(
+                "a",
+                Event::Recv {
+                    frame: text(
+                        json!({"welcome": {"permission-required": {"none": null, "hashcash": {"bits": 4, "resource": "r3s0urce9"}}}, "type": "welcome"}),
+                    ),
+                    consumed: true,
+                },
+            ),
+            entry(
+                "b",
+                Event::Recv {
+                    frame: text(
+                        json!({"welcome": {"permission-required": {"hashcash": {"bits": 4, "resource": "other-resource"}}}, "type": "welcome"}),
+                    ),
+                    consumed: true,
+                },
+            ),
+            entry(
+                "a",
+                Event::Send(text(
+                    json!({"type": "submit-permissions", "stamp": stamp, "note": "r3s0urce9"}),
+                )),
+            ),
+            entry(
+                "a",
+                Event::Recv {
+                    frame: text(
+                        json!({"type": "error", "orig": {"stamp": stamp, "literal": "1:4:x:r::y:z"}}),
+                    ),
+                    consumed: true,
+                },
+            ),
+        ];
+        let out = normalize(&entries, &vars);
+        let expected = r#"a <- {"welcome": {"permission-required": {"none": null, "hashcash": {"bits": 4, "resource": "[resource:1]"}}}, "type": "welcome"}
+b <- {"welcome": {"permission-required": {"hashcash": {"bits": 4, "resource": "[resource:2]"}}}, "type": "welcome"}
+a -> {"type": "submit-permissions", "stamp": "[stamp:1]", "note": "[resource:1]"}
+a <- {"type": "error", "orig": {"stamp": "[stamp:1]", "literal": "1:4:x:r::y:z"}}
 "#;
         assert_eq!(out, expected);
     }

@@ -96,6 +96,19 @@ pub struct Variables {
     appids: BTreeMap<String, String>,
     sides: BTreeMap<String, String>,
     captures: BTreeMap<String, Value>,
+    /// Values made by generators (`$hashcash` stamps), in the order made.
+    generated: Vec<String>,
+}
+
+/// The generator object in a send template, if `v` is one: an object with
+/// the single key `$hashcash`. Returns the generator's name and argument.
+pub fn generator(v: &Value) -> Option<(&str, &Value)> {
+    let map = v.as_object()?;
+    if map.len() != 1 {
+        return None;
+    }
+    let (k, arg) = map.iter().next()?;
+    (k == "$hashcash").then_some((k.as_str(), arg))
 }
 
 impl Variables {
@@ -149,8 +162,50 @@ impl Variables {
         &self.captures
     }
 
+    /// The values generators made in this run (`$hashcash` stamps), in
+    /// order.
+    pub fn generated(&self) -> &[String] {
+        &self.generated
+    }
+
+    /// Renders a send template: [`Variables::substitute`], and generator
+    /// objects (`{"$hashcash": {...}}`) replaced by what they make. A
+    /// generator's `"as": NAME` binds the value as capture NAME.
+    pub fn render(&mut self, template: &Value) -> Result<Value, String> {
+        if let Some((_, arg)) = generator(template) {
+            let arg = self.substitute(arg)?;
+            let obj = arg
+                .as_object()
+                .ok_or("$hashcash takes an object: {\"resource\": …, \"bits\": …}")?;
+            let stamp = crate::hashcash::spec_from_json(obj)?.mint()?;
+            if let Some(name) = obj.get("as").and_then(Value::as_str) {
+                self.captures
+                    .insert(name.to_owned(), Value::String(stamp.clone()));
+            }
+            self.generated.push(stamp.clone());
+            return Ok(Value::String(stamp));
+        }
+        Ok(match template {
+            Value::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .map(|v| self.render(v))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Value::Object(map) => {
+                let mut out = serde_json::Map::new();
+                for (k, v) in map {
+                    out.insert(k.clone(), self.render(v)?);
+                }
+                Value::Object(out)
+            }
+            other => self.substitute(other)?,
+        })
+    }
+
     /// Replaces every `$…` string in a message template by its value
     /// (whole-value substitution); an unbound variable is an error.
+    /// Generators are only evaluated by [`Variables::render`].
     pub fn substitute(&self, template: &Value) -> Result<Value, String> {
         Ok(match template {
             Value::String(s) => match parse_str(s)? {
@@ -228,6 +283,40 @@ mod tests {
         assert_ne!(v.sides()["a"], v.sides()["b"]);
         assert!(v.appids()[""].starts_with("conformance/"));
         assert_ne!(v.appids()[""], v.appids()["x"]);
+    }
+
+    #[test]
+    fn renders_hashcash_stamps() {
+        let mut v = Variables::default();
+        v.bind(
+            [
+                ("res".to_owned(), json!("abcdefgh")),
+                ("bits".to_owned(), json!(9)),
+            ]
+            .into_iter()
+            .collect(),
+        );
+        let out = v
+            .render(&json!({"type": "submit-permissions", "stamp": {"$hashcash": {"resource": "$res", "bits": "$bits", "as": "st"}}, "n": ["$bits"]}))
+            .expect("renders");
+        let stamp = out["stamp"].as_str().expect("a string").to_owned();
+        assert!(stamp.starts_with("1:9:"), "{stamp}");
+        assert_eq!(stamp.split(':').nth(3), Some("abcdefgh"));
+        assert!(crate::hashcash::stamp_work(&stamp) >= 9, "{stamp}");
+        assert_eq!(out["n"], json!([9]));
+        assert_eq!(v.captures()["st"], json!(stamp));
+        assert_eq!(v.generated(), std::slice::from_ref(&stamp));
+        // substitute (paths, headers) leaves generators alone; render
+        // reports bad arguments
+        assert!(v
+            .render(&json!({"$hashcash": {"resource": "$bits", "bits": 1}}))
+            .is_err());
+        assert!(v
+            .render(&json!({"$hashcash": {"resource": "r", "bits": "$res"}}))
+            .is_err());
+        assert!(v
+            .render(&json!({"$hashcash": {"resource": "$unbound", "bits": 1}}))
+            .is_err());
     }
 
     #[test]

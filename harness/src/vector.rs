@@ -63,6 +63,9 @@ pub enum Capability {
     Restart,
     /// The server accepts `prune_interval`/`channel_expiration`.
     Prune,
+    /// The server implements the permissions extension (protocol.md §9) and
+    /// accepts `permissions`/`hashcash_bits`.
+    Permissions,
 }
 
 impl Capability {
@@ -72,6 +75,7 @@ impl Capability {
             Capability::Launch => "launch",
             Capability::Restart => "restart",
             Capability::Prune => "prune",
+            Capability::Permissions => "permissions",
         }
     }
 }
@@ -89,7 +93,48 @@ impl FromStr for Capability {
             "launch" => Ok(Capability::Launch),
             "restart" => Ok(Capability::Restart),
             "prune" => Ok(Capability::Prune),
-            _ => Err(format!("unknown capability {s:?} (launch, restart, prune)")),
+            "permissions" => Ok(Capability::Permissions),
+            _ => Err(format!(
+                "unknown capability {s:?} (launch, restart, prune, permissions)"
+            )),
+        }
+    }
+}
+
+/// A permission method a launched server accepts (`server.permissions`,
+/// protocol.md §9).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PermissionMethod {
+    /// Clients may bind without proving anything.
+    None,
+    /// Clients pay with a hashcash stamp.
+    Hashcash,
+}
+
+impl PermissionMethod {
+    /// The name used in vectors and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PermissionMethod::None => "none",
+            PermissionMethod::Hashcash => "hashcash",
+        }
+    }
+}
+
+impl fmt::Display for PermissionMethod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for PermissionMethod {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "none" => Ok(PermissionMethod::None),
+            "hashcash" => Ok(PermissionMethod::Hashcash),
+            _ => Err(format!("unknown permission method {s:?} (none, hashcash)")),
         }
     }
 }
@@ -112,6 +157,13 @@ pub struct ServerOptions {
     /// `--channel-expiration=SECS` (not in the Python server): idle age after
     /// which a channel is pruned.
     pub channel_expiration: Option<u64>,
+    /// `--permissions=V`, once per method, in order (not in the Python
+    /// server 0.8.0): the accepted permission methods. Empty: the server's
+    /// default (`none` only, nothing on the wire).
+    pub permissions: Vec<PermissionMethod>,
+    /// `--hashcash-bits=N` (not in the Python server 0.8.0): the bits of
+    /// work a hashcash stamp must carry.
+    pub hashcash_bits: Option<u32>,
 }
 
 impl ServerOptions {
@@ -136,6 +188,12 @@ impl ServerOptions {
         }
         if let Some(v) = self.channel_expiration {
             args.push(format!("--channel-expiration={v}"));
+        }
+        for m in &self.permissions {
+            args.push(format!("--permissions={m}"));
+        }
+        if let Some(v) = self.hashcash_bits {
+            args.push(format!("--hashcash-bits={v}"));
         }
         args
     }

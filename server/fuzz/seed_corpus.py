@@ -17,7 +17,9 @@ out = pathlib.Path(sys.argv[2]) if len(sys.argv) > 2 else here / "corpus" / "dec
 
 
 def subst(v):
-    """Replaces whole-string vector variables, recursively."""
+    """Replaces whole-string vector variables (and `$hashcash` generators), recursively."""
+    if isinstance(v, dict) and list(v) == ["$hashcash"]:
+        return "1:8:260101:resource::seedrandom:0"
     if isinstance(v, dict):
         return {k: subst(x) for k, x in v.items()}
     if isinstance(v, list):

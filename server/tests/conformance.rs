@@ -1,7 +1,7 @@
 //! The conformance vectors (`vectors/`) as `cargo test` cases against our
 //! server, started in-process on port 0: one shared server for ordinary
 //! vectors, a fresh one (with the vector's options, fast pruning, restarts)
-//! where a vector needs it. Each vector's normalised transcript is an insta
+//! where a vector needs it (also the permissions extension's options). Each vector's normalised transcript is an insta
 //! snapshot under `tests/snapshots/conformance/`, so any change of our
 //! output shows as a snapshot diff. `--list`, `--exact` and filters work.
 
@@ -11,9 +11,10 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use wormhole_mailbox_harness::{
-    BoxFuture, Capability, LaunchOptions, Launcher, RestartKind, Running, TrialOptions,
+    BoxFuture, Capability, LaunchOptions, Launcher, PermissionMethod, RestartKind, Running,
+    TrialOptions,
 };
-use wormhole_mailbox_server::{Config, Server};
+use wormhole_mailbox_server::{Config, Permissions, Server};
 
 /// Vectors our server deliberately does not match. Empty: every required
 /// and reference vector passes, and our divergences from the Python server
@@ -45,6 +46,16 @@ fn config_for(opts: &LaunchOptions) -> Config {
     }
     if let Some(secs) = s.channel_expiration {
         config.channel_expiration = Duration::from_secs(secs.max(1));
+    }
+    // as `--permissions`/`--hashcash-bits` do (server/src/cli.rs)
+    if !s.permissions.is_empty() {
+        config.permissions = Permissions {
+            allow_none: s.permissions.contains(&PermissionMethod::None),
+            hashcash_bits: s
+                .permissions
+                .contains(&PermissionMethod::Hashcash)
+                .then_some(s.hashcash_bits.unwrap_or(20)),
+        };
     }
     config
 }
@@ -86,9 +97,14 @@ impl Handle {
 
 impl Launcher for InProcess {
     fn capabilities(&self) -> std::collections::BTreeSet<Capability> {
-        [Capability::Launch, Capability::Restart, Capability::Prune]
-            .into_iter()
-            .collect()
+        [
+            Capability::Launch,
+            Capability::Restart,
+            Capability::Prune,
+            Capability::Permissions,
+        ]
+        .into_iter()
+        .collect()
     }
 
     fn start<'a>(

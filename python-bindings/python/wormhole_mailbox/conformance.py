@@ -8,7 +8,8 @@ a test double, or ours) by URL.
 
 The vectors are the ones bundled into this package's native module (the
 repository's ``vectors/``), run by the Rust harness. A plain URL offers no
-launch, restart or prune capability, so vectors that need one are skipped.
+launch, restart, prune or permissions capability, so vectors that need one
+are skipped.
 """
 
 from __future__ import annotations
