@@ -118,9 +118,9 @@ fn launch(options: Options) -> PyResult<Running> {
     let server = Server::open(options.config)
         .map_err(|e| ServerError::new_err(format!("cannot open the server's databases: {e:#}")))?;
     let handle = server.handle();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("wormhole-mailbox-rt")
+    // One thread, as the `wormhole-mailbox` binary runs: the writer is then
+    // a task beside the connections (see `Server::serve`).
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| ServerError::new_err(format!("cannot start the tokio runtime: {e}")))?;

@@ -22,8 +22,7 @@ use rand::SeedableRng;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::AtomicU64;
-use std::sync::{mpsc, Arc, Mutex};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Mutex};
 use store::{MemoryStore, SqliteStore, Store, UsageDb};
 use tokio::net::TcpListener;
 
@@ -41,7 +40,7 @@ pub(crate) struct Locked {
     pub core: Core,
     pub rng: StdRng,
     /// `None` once the server is shutting down.
-    pub pipeline: Option<mpsc::Sender<Job>>,
+    pub pipeline: Option<pipeline::JobSender>,
 }
 
 /// State shared by every task of one server.
@@ -150,10 +149,12 @@ pub(crate) async fn prune_loop(shared: Arc<Shared>, mut stop: tokio::sync::watch
     }
 }
 
-/// A server with its state loaded and its writer running, ready to serve.
+/// A server with its state loaded, ready to serve. Its writer starts with
+/// [`Server::serve`]; what the core queues before that waits for it.
 pub struct Server {
     shared: Arc<Shared>,
-    writer: JoinHandle<()>,
+    writer: pipeline::Writer,
+    jobs: pipeline::JobReceiver,
 }
 
 /// A cloneable read-only view of a running server, for assertions in tests
@@ -191,7 +192,8 @@ impl Server {
         let resync: pipeline::Resync = Arc::new(std::sync::OnceLock::new());
         let fail_commits = Arc::new(std::sync::atomic::AtomicU32::new(0));
         let metrics = Arc::new(metrics::Metrics::default());
-        let (tx, writer) = pipeline::spawn_writer(pipeline::Writer {
+        let (tx, jobs) = pipeline::job_queue();
+        let writer = pipeline::Writer {
             metrics: metrics.clone(),
             store,
             usage,
@@ -199,7 +201,7 @@ impl Server {
             stats: stats.clone(),
             resync: resync.clone(),
             fail_commits: fail_commits.clone(),
-        })?;
+        };
         let core = Core::restore(
             CoreSettings {
                 disallow_list: config.disallow_list,
@@ -242,7 +244,11 @@ impl Server {
                 }
             }
         }));
-        Ok(Server { shared, writer })
+        Ok(Server {
+            shared,
+            writer,
+            jobs,
+        })
     }
 
     /// A read-only view that stays valid after the server stops.
@@ -254,22 +260,43 @@ impl Server {
 
     /// Serves `listener` until `shutdown` resolves, then closes every
     /// connection with a close frame and commits everything queued.
+    ///
+    /// On a current-thread runtime (the `wormhole-mailbox` binary's) the
+    /// writer is a task beside the connections, so a command's path from
+    /// its frame to its `ack` never leaves the thread; on a multi-thread
+    /// runtime it gets a thread of its own, so no worker blocks on a commit.
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()>,
     ) -> anyhow::Result<()> {
+        let Server {
+            shared,
+            writer,
+            jobs,
+        } = self;
         if let Ok(addr) = listener.local_addr() {
             tracing::info!("websocket listening on ws://{addr}/v1");
         }
-        net::serve(listener, self.shared.clone(), shutdown).await;
-        if let Ok(mut locked) = self.shared.core.lock() {
+        let inline = tokio::runtime::Handle::current().runtime_flavor()
+            == tokio::runtime::RuntimeFlavor::CurrentThread;
+        let stopped: std::pin::Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>> = if inline
+        {
+            let task = tokio::spawn(writer.run_inline(jobs));
+            Box::pin(async move { Ok(task.await?) })
+        } else {
+            let thread = writer.spawn_thread(jobs)?;
+            Box::pin(async move {
+                tokio::task::spawn_blocking(move || thread.join())
+                    .await?
+                    .map_err(|_| anyhow::anyhow!("writer thread panicked"))
+            })
+        };
+        net::serve(listener, shared.clone(), shutdown).await;
+        if let Ok(mut locked) = shared.core.lock() {
             locked.pipeline = None;
         }
-        let writer = self.writer;
-        tokio::task::spawn_blocking(move || writer.join())
-            .await?
-            .map_err(|_| anyhow::anyhow!("writer thread panicked"))?;
+        stopped.await?;
         tracing::info!("stopped");
         Ok(())
     }

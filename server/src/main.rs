@@ -8,7 +8,11 @@ use clap::Parser;
 fn main() -> std::process::ExitCode {
     let args = cli::Args::parse();
     cli::init_logging(&args);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // One thread for the connections, the core and the commit pipeline
+    // (its writer then runs inline, see `Server::serve`): a command's path
+    // from frame to durable `ack` stays on one core, without cross-thread
+    // wake-ups. SQLite's checkpoints run on a thread of their own.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

@@ -8,7 +8,7 @@ use crate::protocol::{ConnId, Effects, ServerMessage, Snapshot};
 use crate::store::{Store, StoreError, UsageDb};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{mpsc, Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 use tokio::sync::mpsc::error::TrySendError;
@@ -76,26 +76,114 @@ pub struct PipelineStats {
     pub slow_clients: std::sync::atomic::AtomicU64,
 }
 
-/// Starts the writer thread; it ends when every sender is dropped, after
-/// committing what was queued.
-pub fn spawn_writer(mut w: Writer) -> std::io::Result<(mpsc::Sender<Job>, JoinHandle<()>)> {
-    let (tx, rx) = mpsc::channel::<Job>();
-    let handle = std::thread::Builder::new()
-        .name("mailbox-writer".into())
-        .spawn(move || {
-            while let Ok(first) = rx.recv() {
-                let mut batch = vec![first];
-                while batch.len() < MAX_BATCH {
-                    match rx.try_recv() {
-                        Ok(job) => batch.push(job),
-                        Err(_) => break,
-                    }
+/// The queue from the core to the writer: unbounded, because every job is
+/// already bounded by what a connection may send (message size, per-mailbox
+/// limits) and the writer drains it in batches.
+pub type JobSender = tokio::sync::mpsc::UnboundedSender<Job>;
+/// The writer's end of the queue.
+pub type JobReceiver = tokio::sync::mpsc::UnboundedReceiver<Job>;
+
+/// A new, empty job queue.
+pub fn job_queue() -> (JobSender, JobReceiver) {
+    tokio::sync::mpsc::unbounded_channel()
+}
+
+/// Takes what else is queued behind `first`, up to a batch.
+fn drain(first: Job, rx: &mut JobReceiver) -> Vec<Job> {
+    let mut batch = vec![first];
+    while batch.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(job) => batch.push(job),
+            Err(_) => break,
+        }
+    }
+    batch
+}
+
+impl Writer {
+    /// The writer as a task of a current-thread runtime: it runs when the
+    /// connection tasks that were ready have run, so it commits everything
+    /// they queued in one transaction, then routes the frames, all on one
+    /// thread: no cross-thread wake-ups or context switches per command.
+    /// Before taking a batch it yields once, so the runtime polls its IO
+    /// driver and the frames that arrived meanwhile join this batch rather
+    /// than needing a commit of their own. The commit blocks the thread
+    /// (with `synchronous=NORMAL` a WAL append, tens of microseconds; frames
+    /// keep arriving in the kernel's socket buffers); waits between retries
+    /// of a failed commit do not. Ends when every sender is dropped, after
+    /// committing what was queued.
+    pub async fn run_inline(mut self, mut rx: JobReceiver) {
+        while let Some(first) = rx.recv().await {
+            tokio::task::yield_now().await;
+            let mut commit = Commit::new(drain(first, &mut rx));
+            let ok = loop {
+                match self.attempt(&mut commit) {
+                    Attempt::Done(ok) => break ok,
+                    Attempt::RetryAfter(delay) => tokio::time::sleep(delay).await,
                 }
-                commit_batch(&mut w, batch);
-            }
-            tracing::debug!("writer drained and stopped");
-        })?;
-    Ok((tx, handle))
+            };
+            self.finish(commit, ok);
+        }
+        tracing::debug!("writer drained and stopped");
+    }
+
+    /// The writer on its own thread (for a multi-thread runtime, whose
+    /// workers must not block on commits). Same batches, same order.
+    pub fn spawn_thread(mut self, mut rx: JobReceiver) -> std::io::Result<JoinHandle<()>> {
+        std::thread::Builder::new()
+            .name("mailbox-writer".into())
+            .spawn(move || {
+                while let Some(first) = rx.blocking_recv() {
+                    let mut commit = Commit::new(drain(first, &mut rx));
+                    let ok = loop {
+                        match self.attempt(&mut commit) {
+                            Attempt::Done(ok) => break ok,
+                            Attempt::RetryAfter(delay) => std::thread::sleep(delay),
+                        }
+                    };
+                    self.finish(commit, ok);
+                }
+                tracing::debug!("writer drained and stopped");
+            })
+    }
+}
+
+/// One batch on its way to the disk.
+struct Commit {
+    batch: Vec<Job>,
+    /// Per job: did it change durable state (and so needs the commit)?
+    wrote: Vec<bool>,
+    /// Every job's mutations, in order: one transaction.
+    mutations: Vec<crate::protocol::Mutation>,
+    /// Failed attempts so far.
+    failures: usize,
+}
+
+/// What a commit attempt left to do.
+enum Attempt {
+    /// Committed (true), or failed for good (false).
+    Done(bool),
+    /// Failed; try again after this long.
+    RetryAfter(Duration),
+}
+
+impl Commit {
+    fn new(mut batch: Vec<Job>) -> Commit {
+        let wrote = batch
+            .iter()
+            .map(|j| !j.effects.mutations.is_empty())
+            .collect();
+        let mutations = batch
+            .iter_mut()
+            .flat_map(|j| std::mem::take(&mut j.effects.mutations))
+            .collect();
+        Commit {
+            batch,
+            wrote,
+            mutations,
+            failures: 0,
+        }
+    }
 }
 
 impl Writer {
@@ -115,49 +203,54 @@ impl Writer {
         result
     }
 
-    /// Applies with retries; false when every attempt failed.
-    fn apply_with_retries(&mut self, mutations: &[crate::protocol::Mutation]) -> bool {
-        let mut attempt = 0;
-        loop {
-            match self.try_apply(mutations) {
-                Ok(()) => {
-                    self.metrics.storage_ok.store(true, Ordering::Relaxed);
-                    return true;
-                }
-                Err(e) => {
-                    self.metrics.commit_failures.inc();
-                    self.stats
-                        .failures
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some(delay) = RETRY_DELAYS.get(attempt) else {
+    /// One attempt at committing `commit` (nothing to do for a batch
+    /// without mutations); after a failure, how long to wait before the
+    /// next, until the retries run out.
+    fn attempt(&mut self, commit: &mut Commit) -> Attempt {
+        if commit.mutations.is_empty() {
+            return Attempt::Done(true);
+        }
+        match self.try_apply(&commit.mutations) {
+            Ok(()) => {
+                self.metrics.storage_ok.store(true, Ordering::Relaxed);
+                self.stats.commits.fetch_add(1, Ordering::Relaxed);
+                Attempt::Done(true)
+            }
+            Err(e) => {
+                self.metrics.commit_failures.inc();
+                self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                let attempt = commit.failures;
+                commit.failures += 1;
+                match RETRY_DELAYS.get(attempt) {
+                    Some(delay) => {
+                        tracing::warn!(error = %e, attempt, "channel db commit failed; retrying");
+                        Attempt::RetryAfter(*delay)
+                    }
+                    None => {
                         self.metrics.storage_ok.store(false, Ordering::Relaxed);
                         tracing::error!(error = %e, "channel db commit failed; giving up on this batch");
-                        return false;
-                    };
-                    tracing::warn!(error = %e, attempt, "channel db commit failed; retrying");
-                    std::thread::sleep(*delay);
-                    attempt += 1;
+                        Attempt::Done(false)
+                    }
                 }
             }
         }
     }
+
+    /// After the commit (`ok`) or its final failure: resyncs the core if
+    /// needed, records usage, and routes the batch's frames.
+    fn finish(&mut self, commit: Commit, ok: bool) {
+        let Commit {
+            mut batch, wrote, ..
+        } = commit;
+        resync_and_record_usage(self, &mut batch, ok);
+        route(self, batch, wrote, ok);
+    }
 }
 
-fn commit_batch(w: &mut Writer, mut batch: Vec<Job>) {
+/// Goes back to the stored state after a final failure; records usage rows.
+fn resync_and_record_usage(w: &mut Writer, batch: &mut [Job], ok: bool) {
     use std::sync::atomic::Ordering::Relaxed;
-    let wrote: Vec<bool> = batch
-        .iter()
-        .map(|j| !j.effects.mutations.is_empty())
-        .collect();
-    let mutations: Vec<_> = batch
-        .iter_mut()
-        .flat_map(|j| std::mem::take(&mut j.effects.mutations))
-        .collect();
     w.stats.jobs.fetch_add(batch.len() as u64, Relaxed);
-    let ok = mutations.is_empty() || w.apply_with_retries(&mutations);
-    if ok && !mutations.is_empty() {
-        w.stats.commits.fetch_add(1, Relaxed);
-    }
     if !ok {
         // memory ran ahead of the disk: go back to what is stored
         match w.store.load() {
@@ -183,6 +276,12 @@ fn commit_batch(w: &mut Writer, mut batch: Vec<Job>) {
             }
         }
     }
+}
+
+/// Hands each frame to its connection (or closes the connections whose
+/// writes failed); disconnects clients whose queue is full.
+fn route(w: &mut Writer, batch: Vec<Job>, wrote: Vec<bool>, ok: bool) {
+    use std::sync::atomic::Ordering::Relaxed;
     let Ok(mut routes) = w.routes.lock() else {
         return;
     };

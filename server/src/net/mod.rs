@@ -8,6 +8,9 @@
 //! Because queueing happens under the lock, the writer sees effects in the
 //! core's processing order, so per-mailbox delivery order equals receive
 //! order, and each connection's frames leave in the order they were caused.
+//! The binary runs all of it on one current-thread runtime (the lock is
+//! then never contended); embedded in a multi-thread runtime the same code
+//! is safe, with the writer on its own thread.
 
 pub mod connection;
 pub mod handshake;
