@@ -61,67 +61,28 @@ impl Default for Metrics {
             storage_ok: AtomicBool::new(true),
             registry: Registry::default(),
         };
-        registry.register(
-            "connections",
-            "Open WebSocket connections",
-            m.connections_current.clone(),
-        );
-        registry.register(
-            "connections_accepted",
-            "WebSocket connections accepted",
-            m.connections_total.clone(),
-        );
-        registry.register(
-            "messages_received",
-            "Client messages by type",
-            m.messages.clone(),
-        );
-        registry.register(
-            "errors_sent",
-            "Error replies by error string",
-            m.errors.clone(),
-        );
-        registry.register(
-            "mailbox_results",
-            "Retired mailboxes by result (mood)",
-            m.results.clone(),
-        );
-        registry.register(
-            "limits_hit",
-            "Requests refused by a limit",
-            m.limits_hit.clone(),
-        );
-        registry.register("prune_runs", "Expiry checks run", m.prune_runs.clone());
-        registry.register(
-            "prune_removed",
-            "Channels removed by expiry",
-            m.prune_removed.clone(),
-        );
-        registry.register(
-            "commit_duration_seconds",
-            "Channel db commit latency",
-            m.commit_seconds.clone(),
-        );
-        registry.register(
-            "commit_failures",
-            "Channel db commit attempts that failed",
-            m.commit_failures.clone(),
-        );
-        registry.register(
-            "live_nameplates",
-            "Nameplates in use",
-            m.live_nameplates.clone(),
-        );
-        registry.register(
-            "live_mailboxes",
-            "Mailboxes in use",
-            m.live_mailboxes.clone(),
-        );
-        registry.register(
-            "live_messages",
-            "Messages stored in live mailboxes",
-            m.live_messages.clone(),
-        );
+        // One line per metric: field, name, help text. The order here is the
+        // order of the exposition.
+        macro_rules! register {
+            ($($field:ident, $name:literal, $help:literal;)*) => {
+                $(registry.register($name, $help, m.$field.clone());)*
+            };
+        }
+        register! {
+            connections_current, "connections", "Open WebSocket connections";
+            connections_total, "connections_accepted", "WebSocket connections accepted";
+            messages, "messages_received", "Client messages by type";
+            errors, "errors_sent", "Error replies by error string";
+            results, "mailbox_results", "Retired mailboxes by result (mood)";
+            limits_hit, "limits_hit", "Requests refused by a limit";
+            prune_runs, "prune_runs", "Expiry checks run";
+            prune_removed, "prune_removed", "Channels removed by expiry";
+            commit_seconds, "commit_duration_seconds", "Channel db commit latency";
+            commit_failures, "commit_failures", "Channel db commit attempts that failed";
+            live_nameplates, "live_nameplates", "Nameplates in use";
+            live_mailboxes, "live_mailboxes", "Mailboxes in use";
+            live_messages, "live_messages", "Messages stored in live mailboxes";
+        }
         Metrics { registry, ..m }
     }
 }
