@@ -182,49 +182,87 @@ impl Entry {
         let step = self
             .step
             .map_or_else(|| "end".to_owned(), |s| s.to_string());
-        let body = match &self.event {
-            Event::Connect { url } => format!("{conn} connect {url}"),
-            Event::ConnectFailed { error } => format!("{conn} connect failed: {error}"),
-            Event::Send(f) => format!("{conn} -> {}", render_raw(f)),
-            Event::Recv { frame, consumed } => format!(
-                "{conn} <- {}{}",
-                render_raw(frame),
-                if *consumed {
-                    ""
-                } else {
-                    "   (not read by any step)"
-                }
-            ),
-            Event::Closed { detail, .. } => format!("{conn} <- closed ({detail})"),
-            Event::Disconnect => format!("{conn} disconnect"),
-            Event::Drop => format!("{conn} drop"),
-            Event::Http {
-                method,
-                path,
-                status,
-                body,
-                error,
-            } => match (status, error) {
-                (Some(s), _) => format!(
-                    "http {method} {path} -> {s} {}",
-                    Value::String(body.clone().unwrap_or_default())
-                ),
-                (None, e) => format!(
-                    "http {method} {path} failed: {}",
-                    e.clone().unwrap_or_default()
-                ),
-            },
-            Event::Restart(k) => format!("restart {k}"),
-            Event::Sleep(ms) => format!("sleep {ms} ms"),
-        };
+        let body = event_line(conn, &self.event, &Form::Raw);
         format!("[{:>8.1} ms step {step:>3}] {body}", self.t_ms)
     }
 }
 
-fn render_raw(f: &Frame) -> String {
-    match f.json() {
-        Some(v) => inline(&v),
-        None => f.describe_raw(),
+/// How [`event_line`] shows the values that are random from run to run.
+enum Form<'a> {
+    /// As they were (failure reports).
+    Raw,
+    /// Replaced by stable aliases (snapshots).
+    Normalised {
+        /// The JSON of the entry's frame (see [`frame_json`]), if any.
+        json: &'a Option<Value>,
+        /// The aliases, scoped to the entry's connection.
+        aliases: &'a Aliases,
+    },
+}
+
+impl Form<'_> {
+    fn frame(&self, f: &Frame) -> String {
+        match self {
+            Form::Raw => match f.json() {
+                Some(v) => inline(&v),
+                None => f.describe_raw(),
+            },
+            Form::Normalised { json, aliases } => match (json, f) {
+                (Some(v), Frame::Binary(_)) => {
+                    format!("binary {}", inline(&aliases.apply(v, None, None)))
+                }
+                (Some(v), Frame::Text(_)) => inline(&aliases.apply(v, None, None)),
+                (None, _) => f.describe_raw(),
+            },
+        }
+    }
+}
+
+/// One event as a line of text, without time or step.
+fn event_line(conn: &str, event: &Event, form: &Form) -> String {
+    let raw = matches!(form, Form::Raw);
+    match event {
+        Event::Connect { url } if raw => format!("{conn} connect {url}"),
+        Event::Connect { url } => {
+            let path = url.splitn(4, '/').nth(3).unwrap_or("");
+            format!("{conn} connect /{path}")
+        }
+        Event::ConnectFailed { error } => format!("{conn} connect failed: {error}"),
+        Event::Send(f) => format!("{conn} -> {}", form.frame(f)),
+        Event::Recv { frame, consumed } => {
+            // (the normalised form leaves unread frames out: see `stable`)
+            let note = if raw && !consumed {
+                "   (not read by any step)"
+            } else {
+                ""
+            };
+            format!("{conn} <- {}{note}", form.frame(frame))
+        }
+        Event::Closed { detail, .. } => format!("{conn} <- closed ({detail})"),
+        Event::Disconnect => format!("{conn} disconnect"),
+        Event::Drop => format!("{conn} drop"),
+        Event::Http {
+            method,
+            path,
+            status: Some(s),
+            body,
+            ..
+        } => format!(
+            "http {method} {path} -> {s} {}",
+            Value::String(body.clone().unwrap_or_default())
+        ),
+        Event::Http {
+            method,
+            path,
+            error,
+            ..
+        } => format!(
+            "http {method} {path} failed: {}",
+            error.clone().unwrap_or_default()
+        ),
+        Event::Restart(k) => format!("restart {k}"),
+        Event::Sleep(ms) if raw => format!("sleep {ms} ms"),
+        Event::Sleep(ms) => format!("sleep {ms}"),
     }
 }
 
@@ -477,43 +515,11 @@ pub fn normalize(entries: &[Entry], vars: &Variables) -> String {
     for (e, json, scope) in &frames {
         let conn = e.conn.as_deref().unwrap_or("-");
         aliases.scope.clone_from(scope);
-        let frame_text = |f: &Frame| match (json, f) {
-            (Some(v), Frame::Binary(_)) => {
-                format!("binary {}", inline(&aliases.apply(v, None, None)))
-            }
-            (Some(v), Frame::Text(_)) => inline(&aliases.apply(v, None, None)),
-            (None, _) => f.describe_raw(),
+        let form = Form::Normalised {
+            json,
+            aliases: &aliases,
         };
-        let line = match &e.event {
-            Event::Connect { url } => {
-                let path = url.splitn(4, '/').nth(3).unwrap_or("");
-                format!("{conn} connect /{path}")
-            }
-            Event::ConnectFailed { error } => format!("{conn} connect failed: {error}"),
-            Event::Send(f) => format!("{conn} -> {}", frame_text(f)),
-            Event::Recv { frame, .. } => format!("{conn} <- {}", frame_text(frame)),
-            Event::Closed { detail, .. } => format!("{conn} <- closed ({detail})"),
-            Event::Disconnect => format!("{conn} disconnect"),
-            Event::Drop => format!("{conn} drop"),
-            Event::Http {
-                method,
-                path,
-                status,
-                body,
-                error,
-            } => match status {
-                Some(s) => format!(
-                    "http {method} {path} -> {s} {}",
-                    Value::String(body.clone().unwrap_or_default())
-                ),
-                None => format!(
-                    "http {method} {path} failed: {}",
-                    error.clone().unwrap_or_default()
-                ),
-            },
-            Event::Restart(k) => format!("restart {k}"),
-            Event::Sleep(ms) => format!("sleep {ms}"),
-        };
+        let line = event_line(conn, &e.event, &form);
         let _ = writeln!(out, "{line}");
     }
     out
