@@ -117,6 +117,17 @@ USAGE_DB="$WORK/usage.sqlite"
 CLIENT_TIMEOUT=60
 
 # --- server
+# wait_listening PORT PID: polls 127.0.0.1:PORT until it accepts connections
+# (at most 20 s); non-zero if it never does or process PID exits first.
+wait_listening() {
+    for _ in $(seq 1 400); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+        kill -0 "$2" 2>/dev/null || return 1
+        sleep 0.05
+    done
+    return 1
+}
+
 # Starts the server (appending to server.log) and polls the port until it
 # accepts connections; returns non-zero if it never does.
 start_server() {
@@ -131,12 +142,7 @@ start_server() {
             >>"$WORK/server.log" 2>&1 &
     fi
     SERVER_PID=$!
-    for _ in $(seq 1 400); do # at most 20 s
-        if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then return 0; fi
-        kill -0 "$SERVER_PID" 2>/dev/null || return 1
-        sleep 0.05
-    done
-    return 1
+    wait_listening "$PORT" "$SERVER_PID"
 }
 
 if ! start_server; then
@@ -145,41 +151,62 @@ if ! start_server; then
 fi
 pass "server start ($SERVER_KIND, ws://127.0.0.1:$PORT/v1)"
 
+# wormhole RELAY_PORT ARGS...: the Python client, through the mailbox server
+# on RELAY_PORT.
 wormhole() {
+    local relay_port="$1"; shift
     timeout --kill-after=5 "$CLIENT_TIMEOUT" "$VENV/bin/wormhole" \
-        --relay-url "ws://127.0.0.1:$PORT/v1" \
+        --relay-url "ws://127.0.0.1:$relay_port/v1" \
         --transit-helper "tcp:127.0.0.1:$TRANSIT_PORT" "$@"
+}
+
+# Text transfers, in two halves so that a case can act between them; NAME
+# names the output files $WORK/send-NAME.out, recv-NAME.out, recv-NAME.err.
+# send_text RELAY_PORT NAME CODE TEXT: starts `wormhole send --text` in the
+# background (SEND_PID).
+send_text() {
+    wormhole "$1" send --hide-progress --no-qr --code "$3" --text "$4" \
+        >"$WORK/send-$2.out" 2>&1 &
+    SEND_PID=$!
+}
+# receive_text RELAY_PORT NAME CODE: `wormhole receive`, then waits for the
+# sender; exit statuses in RECV_RC and SEND_RC.
+receive_text() {
+    wormhole "$1" receive --hide-progress --accept-file "$3" \
+        >"$WORK/recv-$2.out" 2>"$WORK/recv-$2.err"
+    RECV_RC=$?
+    wait "$SEND_PID"
+    SEND_RC=$?
+}
+# check_text CASE NAME TEXT SERVER_LOG DETAIL: CASE passes if both ends exited
+# 0 and the receiver printed TEXT.
+check_text() {
+    if [ "$SEND_RC" -ne 0 ] || [ "$RECV_RC" -ne 0 ]; then
+        fail "$1" "send exit $SEND_RC, receive exit $RECV_RC" \
+            "$WORK/send-$2.out" "$WORK/recv-$2.err" "$4"
+    elif [ "$(cat "$WORK/recv-$2.out")" != "$3" ]; then
+        fail "$1" "received '$(head -c 200 "$WORK/recv-$2.out")', wanted '$3'" \
+            "$WORK/recv-$2.err"
+    else
+        pass "$1 ($5)"
+    fi
 }
 
 # --- case 1: text
 TEXT="hello from interop-python $$"
 CODE=7-guitarist-revenge
-wormhole send --hide-progress --no-qr --code "$CODE" --text "$TEXT" \
-    >"$WORK/send-text.out" 2>&1 &
-SEND_PID=$!
-wormhole receive --hide-progress --accept-file "$CODE" \
-    >"$WORK/recv-text.out" 2>"$WORK/recv-text.err"
-RECV_RC=$?
-wait "$SEND_PID"
-SEND_RC=$?
-if [ $SEND_RC -ne 0 ] || [ $RECV_RC -ne 0 ]; then
-    fail "text" "send exit $SEND_RC, receive exit $RECV_RC" \
-        "$WORK/send-text.out" "$WORK/recv-text.err" "$WORK/server.log"
-elif [ "$(cat "$WORK/recv-text.out")" != "$TEXT" ]; then
-    fail "text" "received '$(head -c 200 "$WORK/recv-text.out")', wanted '$TEXT'" \
-        "$WORK/recv-text.err"
-else
-    pass "text (wormhole send --text / receive, code $CODE)"
-fi
+send_text "$PORT" text "$CODE" "$TEXT"
+receive_text "$PORT" text "$CODE"
+check_text "text" text "$TEXT" "$WORK/server.log" "wormhole send --text / receive, code $CODE"
 
 # --- case 2: 1 MiB file
 CODE=8-guitarist-revenge
 head -c 1048576 /dev/urandom >"$WORK/payload.bin"
 mkdir "$WORK/out"
-wormhole send --hide-progress --no-qr --code "$CODE" "$WORK/payload.bin" \
+wormhole "$PORT" send --hide-progress --no-qr --code "$CODE" "$WORK/payload.bin" \
     >"$WORK/send-file.out" 2>&1 &
 SEND_PID=$!
-wormhole receive --hide-progress --accept-file -o "$WORK/out/received.bin" "$CODE" \
+wormhole "$PORT" receive --hide-progress --accept-file -o "$WORK/out/received.bin" "$CODE" \
     >"$WORK/recv-file.out" 2>&1
 RECV_RC=$?
 wait "$SEND_PID"
@@ -201,9 +228,7 @@ fi
 # database, and the receiver, started only then, gets the text.
 TEXT="hello across a server crash $$"
 CODE=9-guitarist-revenge
-wormhole send --hide-progress --no-qr --code "$CODE" --text "$TEXT" \
-    >"$WORK/send-crash.out" 2>&1 &
-SEND_PID=$!
+send_text "$PORT" crash "$CODE" "$TEXT"
 # Poll the channel DB until the sender's pake is stored (acked = durable).
 "$PY" - "$CHANNEL_DB" >"$WORK/poll.out" 2>&1 <<'EOF_PY'
 import sqlite3, sys, time
@@ -236,20 +261,9 @@ if ! start_server; then
     wait "$SEND_PID" 2>/dev/null
     finish
 fi
-wormhole receive --hide-progress --accept-file "$CODE" \
-    >"$WORK/recv-crash.out" 2>"$WORK/recv-crash.err"
-RECV_RC=$?
-wait "$SEND_PID"
-SEND_RC=$?
-if [ $SEND_RC -ne 0 ] || [ $RECV_RC -ne 0 ]; then
-    fail "text across kill -9" "send exit $SEND_RC, receive exit $RECV_RC" \
-        "$WORK/send-crash.out" "$WORK/recv-crash.err" "$WORK/server.log"
-elif [ "$(cat "$WORK/recv-crash.out")" != "$TEXT" ]; then
-    fail "text across kill -9" "received '$(head -c 200 "$WORK/recv-crash.out")'" \
-        "$WORK/recv-crash.err"
-else
-    pass "text across kill -9 (sender resumed on the restarted server, code $CODE)"
-fi
+receive_text "$PORT" crash "$CODE"
+check_text "text across kill -9" crash "$TEXT" "$WORK/server.log" \
+    "sender resumed on the restarted server, code $CODE"
 
 # --- case 4: graceful stop
 kill -TERM "$SERVER_PID"
@@ -323,30 +337,15 @@ if [ "$SERVER_KIND" = rust ]; then
         --channel-db :memory: --permissions none --permissions hashcash \
         >>"$WORK/server-perm.log" 2>&1 &
     PERM_PID=$!
-    for _ in $(seq 1 400); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$PERM_PORT") 2>/dev/null; then break; fi
-        sleep 0.05
-    done
+    wait_listening "$PERM_PORT" "$PERM_PID" # on failure, the transfer fails
     CODE=8-permission-slip
     TEXT="hello through permissions $$"
-    timeout --kill-after=5 "$CLIENT_TIMEOUT" "$VENV/bin/wormhole" \
-        --relay-url "ws://127.0.0.1:$PERM_PORT/v1" --transit-helper "tcp:127.0.0.1:$TRANSIT_PORT" \
-        send --hide-progress --no-qr --code "$CODE" --text "$TEXT" >"$WORK/send-perm.out" 2>&1 &
-    SEND_PID=$!
-    timeout --kill-after=5 "$CLIENT_TIMEOUT" "$VENV/bin/wormhole" \
-        --relay-url "ws://127.0.0.1:$PERM_PORT/v1" --transit-helper "tcp:127.0.0.1:$TRANSIT_PORT" \
-        receive --hide-progress --accept-file "$CODE" >"$WORK/recv-perm.out" 2>"$WORK/recv-perm.err"
-    RECV_RC=$?
-    wait "$SEND_PID"
-    SEND_RC=$?
+    send_text "$PERM_PORT" perm "$CODE" "$TEXT"
+    receive_text "$PERM_PORT" perm "$CODE"
     kill -TERM "$PERM_PID" 2>/dev/null
     wait "$PERM_PID" 2>/dev/null
-    if [ $SEND_RC -eq 0 ] && [ $RECV_RC -eq 0 ] && [ "$(cat "$WORK/recv-perm.out")" = "$TEXT" ]; then
-        pass "text with permissions offered (none + hashcash; the Python client uses none)"
-    else
-        fail "text with permissions offered" "send exit $SEND_RC, receive exit $RECV_RC" \
-            "$WORK/send-perm.out" "$WORK/recv-perm.err" "$WORK/server-perm.log"
-    fi
+    check_text "text with permissions offered" perm "$TEXT" "$WORK/server-perm.log" \
+        "none + hashcash; the Python client uses none"
 fi
 
 finish
