@@ -4,29 +4,21 @@
 # mode completes work with zero errors; the figures themselves are not
 # judged here (ci/bench.sh does the real, release-mode run).
 set -euo pipefail
-root="$(cd "$(dirname "$0")/.." && pwd)"
-cd "$root"
-target="${CARGO_TARGET_DIR:-$root/target}"
+. "$(dirname "$0")/lib.sh"
 server="$target/debug/wormhole-mailbox"
 tool="$target/debug/wormhole-mailbox-conformance"
 # a no-op after CI's build stage; rebuilds binaries older than the sources
 cargo build --locked -p wormhole-mailbox-server --bin wormhole-mailbox \
   -p wormhole-mailbox-harness --bin wormhole-mailbox-conformance
-work="$(mktemp -d)"
-port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-"$server" --port "127.0.0.1:$port" --channel-db "$work/relay.sqlite" > "$work/server.log" 2>&1 &
-pid=$!
-trap 'kill -TERM $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$work"' EXIT
-for _ in $(seq 1 100); do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then break; fi
-  sleep 0.1
-done
+port="$(free_port)"
+start_server "$port" "$work/server.log" \
+  "$server" --port "127.0.0.1:$port" --channel-db "$work/relay.sqlite"
 passed=0
 failed=0
 run() {
   local name="$1"; shift
   local json
-  if json="$("$tool" bench "$@" --url "ws://127.0.0.1:$port/v1" --server-pid "$pid" --json)" &&
+  if json="$("$tool" bench "$@" --url "ws://127.0.0.1:$port/v1" --server-pid "$server_pid" --json)" &&
     python3 -c 'import json,sys; r=json.loads(sys.argv[1]); sys.exit(0 if r["completed"] > 0 and r["error_total"] == 0 else 1)' "$json"; then
     echo "bench smoke $name: ok"
     passed=$((passed + 1))

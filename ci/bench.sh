@@ -10,27 +10,14 @@
 # (idle connections, default 10000), BENCH_OUT (raw results directory,
 # default bench-out/), CARGO_TARGET_DIR.
 set -euo pipefail
-root="$(cd "$(dirname "$0")/.." && pwd)"
-cd "$root"
+. "$(dirname "$0")/lib.sh"
 report="${1:-$root/BENCHMARKS.md}"
 secs="${BENCH_SECONDS:-10}"
 idle_n="${BENCH_IDLE:-10000}"
 out="${BENCH_OUT:-$root/bench-out}"
-target="${CARGO_TARGET_DIR:-$root/target}"
 venv="$root/.venv"
 rm -rf "$out"
 mkdir -p "$out"
-work="$(mktemp -d)"
-server_pid=""
-
-cleanup() {
-  if [ -n "$server_pid" ]; then
-    kill -TERM "$server_pid" 2>/dev/null || true
-    wait "$server_pid" 2>/dev/null || true
-  fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
 
 echo "::: python virtualenv"
 bash ci/setup-venv.sh "$venv"
@@ -40,36 +27,12 @@ cargo build --release --locked -p wormhole-mailbox-server --bin wormhole-mailbox
 ours="$target/release/wormhole-mailbox"
 tool="$target/release/wormhole-mailbox-conformance"
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-wait_port() {
-  local port="$1"
-  for _ in $(seq 1 150); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
-  echo "server on port $port did not start" >&2
-  return 1
-}
-
-stop_server() {
-  if [ -n "$server_pid" ]; then
-    kill -TERM "$server_pid" 2>/dev/null || true
-    wait "$server_pid" 2>/dev/null || true
-    server_pid=""
-  fi
-}
-
 # start_python NAME DB
 start_python() {
   port="$(free_port)"
-  "$venv/bin/twist" wormhole-mailbox "--port=tcp:$port:interface=127.0.0.1" \
-    "--channel-db=$2" > "$out/$1.server.log" 2>&1 &
-  server_pid=$!
   metrics=""
-  wait_port "$port"
+  start_server "$port" "$out/$1.server.log" \
+    "$venv/bin/twist" wormhole-mailbox "--port=tcp:$port:interface=127.0.0.1" "--channel-db=$2"
 }
 
 # start_ours NAME [FLAGS...]
@@ -77,10 +40,9 @@ start_ours() {
   local name="$1"; shift
   port="$(free_port)"
   metrics="$(free_port)"
-  "$ours" --port "127.0.0.1:$port" --channel-db "$work/$name.sqlite" \
-    --metrics "127.0.0.1:$metrics" "$@" > "$out/$name.server.log" 2>&1 &
-  server_pid=$!
-  wait_port "$port"
+  start_server "$port" "$out/$name.server.log" \
+    "$ours" --port "127.0.0.1:$port" --channel-db "$work/$name.sqlite" \
+    --metrics "127.0.0.1:$metrics" "$@"
 }
 
 commits() {
