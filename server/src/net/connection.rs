@@ -65,7 +65,7 @@ pub(crate) async fn run(
     // Boxed: the handshake's buffers would otherwise stay part of the
     // connection task's state (sized for its largest await point) for the
     // connection's whole life.
-    let handshake = Box::pin(handshake::accept(stream, peer, ws_config(&shared)));
+    let handshake = Box::pin(handshake::accept(stream, peer));
     let outcome = match tokio::time::timeout(timeout, handshake).await {
         Ok(Ok(o)) => o,
         Ok(Err(e)) => {
@@ -77,23 +77,24 @@ pub(crate) async fn run(
             return;
         }
     };
-    let Outcome::WebSocket(ws, address) = outcome else {
+    let Outcome::Upgrade(upgrade) = outcome else {
         return;
     };
-    let mut ws = *ws;
     let ip = if shared.config.trust_proxy_headers {
-        address.ip
+        upgrade.address.ip
     } else {
         peer.ip()
     };
     let Some(_ip_slot) = IpSlot::take(&shared, ip) else {
         tracing::warn!("per-address connection cap reached; refusing a connection");
-        close(
-            &mut ws,
-            CloseCode::Policy,
-            "too many connections from your address",
-        )
-        .await;
+        if let Ok(mut ws) = Box::pin(upgrade.finish(None, ws_config(&shared))).await {
+            close(
+                &mut ws,
+                CloseCode::Policy,
+                "too many connections from your address",
+            )
+            .await;
+        }
         return;
     };
     let conn = shared.next_conn.fetch_add(1, Ordering::Relaxed);
@@ -111,14 +112,19 @@ pub(crate) async fn run(
     if let Some(p) = permission {
         welcome.insert("permission-required".into(), p);
     }
-    welcome.insert("your-address".into(), address.to_json());
+    welcome.insert("your-address".into(), upgrade.address.to_json());
     let frame = ServerMessage::Welcome { welcome }.to_json(unix_now());
-    if ws.send(Message::text(frame)).await.is_err() {
-        if let Ok(mut core) = shared.core.lock() {
-            core.core.disconnect(conn);
+    // The 101 and the welcome in one write. Boxed, like the handshake: its
+    // state would otherwise stay in every connection task's.
+    let mut ws = match Box::pin(upgrade.finish(Some(frame), ws_config(&shared))).await {
+        Ok(ws) => ws,
+        Err(_) => {
+            if let Ok(mut core) = shared.core.lock() {
+                core.core.disconnect(conn);
+            }
+            return;
         }
-        return;
-    }
+    };
     let (tx, rx) = mpsc::channel(shared.config.max_queued_frames.max(1));
     if let Ok(mut routes) = shared.routes.lock() {
         routes.insert(conn, tx);

@@ -6,6 +6,8 @@ use std::net::{IpAddr, SocketAddr};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 
@@ -69,10 +71,48 @@ pub fn reflected_address(
 
 /// What the handshake produced.
 pub enum Outcome {
-    /// A WebSocket on `/v1`, and the address to reflect.
-    WebSocket(Box<WebSocketStream<TcpStream>>, YourAddress),
+    /// An accepted WebSocket upgrade on `/v1`, its `101` not sent yet.
+    Upgrade(Box<Upgrade>),
     /// A plain HTTP request was answered and the connection closed.
     Answered,
+}
+
+/// A WebSocket upgrade whose `101 Switching Protocols` is held back, so it
+/// can leave in one `send` with the connection's first frame (the welcome)
+/// instead of two.
+pub struct Upgrade {
+    stream: TcpStream,
+    /// The `101` response head.
+    response: String,
+    /// Bytes the client sent after its request head (early frames).
+    rest: Vec<u8>,
+    /// The address to reflect in the welcome.
+    pub address: YourAddress,
+}
+
+impl Upgrade {
+    /// Writes the `101` and, when given, `first` as a text frame in the
+    /// same write, then hands the connection to the WebSocket layer.
+    pub async fn finish(
+        self,
+        first: Option<String>,
+        config: WebSocketConfig,
+    ) -> std::io::Result<WebSocketStream<TcpStream>> {
+        let Upgrade {
+            mut stream,
+            response,
+            rest,
+            ..
+        } = self;
+        let mut out = response.into_bytes();
+        if let Some(text) = first {
+            Frame::message(text, OpCode::Data(Data::Text), true)
+                .format(&mut out)
+                .map_err(std::io::Error::other)?;
+        }
+        stream.write_all(&out).await?;
+        Ok(WebSocketStream::from_partially_read(stream, rest, Role::Server, Some(config)).await)
+    }
 }
 
 async fn respond(stream: &mut TcpStream, status: &str, extra: &str, body: &str) {
@@ -86,11 +126,7 @@ async fn respond(stream: &mut TcpStream, status: &str, extra: &str, body: &str) 
 }
 
 /// Reads one request head and either upgrades or answers it.
-pub async fn accept(
-    mut stream: TcpStream,
-    peer: SocketAddr,
-    ws_config: WebSocketConfig,
-) -> std::io::Result<Outcome> {
+pub async fn accept(mut stream: TcpStream, peer: SocketAddr) -> std::io::Result<Outcome> {
     let mut buf = Vec::with_capacity(1024);
     let head_len = loop {
         let mut chunk = [0u8; 2048];
@@ -183,11 +219,12 @@ pub async fn accept(
         server_header(),
         derive_accept_key(key.trim().as_bytes())
     );
-    stream.write_all(resp.as_bytes()).await?;
-    let rest = buf[head_len..].to_vec();
-    let ws =
-        WebSocketStream::from_partially_read(stream, rest, Role::Server, Some(ws_config)).await;
-    Ok(Outcome::WebSocket(Box::new(ws), address))
+    Ok(Outcome::Upgrade(Box::new(Upgrade {
+        stream,
+        response: resp,
+        rest: buf[head_len..].to_vec(),
+        address,
+    })))
 }
 
 #[cfg(test)]
