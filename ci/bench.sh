@@ -68,7 +68,8 @@ standard_loads() {
   local cfg="$1"
   load "$cfg.pairs10" pairs --concurrency 10 --duration "$secs"
   load "$cfg.pairs100" pairs --concurrency 100 --duration "$secs"
-  load "$cfg.churn" churn --concurrency 20 --duration "$secs"
+  # two generator threads: one saturates before our server does
+  load "$cfg.churn" churn --concurrency 40 --threads 2 --duration "$secs"
 }
 
 idle_load() {

@@ -127,7 +127,9 @@ w("")
 # ---------------------------------------------------------------- churn
 w("## Churn")
 w("")
-w("Connect, welcome, bind (wait for the `ack`), close; 20 at a time.")
+w("Connect, welcome, bind (wait for the `ack`), close; 40 at a time, from a "
+  "generator with 2 threads (with one, the generator saturates before our "
+  "server does).")
 w("")
 w("| server | connections/s | connect p50 ms | connect p99 ms | server CPU ms/connection | errors | generator CPU |")
 w("|---|---:|---:|---:|---:|---|---:|")

@@ -1,4 +1,5 @@
-//! The commit pipeline: one writer thread takes the core's effects in the
+//! The commit pipeline: one writer (a task beside the connections on a
+//! current-thread runtime, else a thread) takes the core's effects in the
 //! order the core produced them, commits the mutations of everything queued
 //! in one transaction (group commit), then routes the frames. So an `ack`
 //! (and every frame a command causes) is written only after its mutation is
@@ -108,8 +109,9 @@ impl Writer {
     /// Before taking a batch it yields once, so the runtime polls its IO
     /// driver and the frames that arrived meanwhile join this batch rather
     /// than needing a commit of their own. The commit blocks the thread
-    /// (with `synchronous=NORMAL` a WAL append, tens of microseconds; frames
-    /// keep arriving in the kernel's socket buffers); waits between retries
+    /// (with `synchronous=NORMAL` a WAL append, tens of microseconds; with
+    /// `--power-loss-durable` also an fsync; frames keep arriving in the
+    /// kernel's socket buffers and form the next batch); waits between retries
     /// of a failed commit do not. Ends when every sender is dropped, after
     /// committing what was queued.
     pub async fn run_inline(mut self, mut rx: JobReceiver) {
