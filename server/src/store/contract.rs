@@ -91,11 +91,25 @@ fn failed_batch_applies_nothing() {
     assert_eq!(mem.load().expect("load"), Snapshot::default());
     mem.apply(&h.mutations).expect("recovers");
     assert_eq!(mem.load().expect("load"), h.core.snapshot());
+    // SQLite: the failure comes in the middle of the transaction, after
+    // half the batch was written, on top of already committed state
+    let (first, second) = h.mutations.split_at(h.mutations.len() / 2);
     let mut sql = SqliteStore::open(":memory:", Default::default()).expect("open");
-    sql.fail_next = true;
-    assert!(sql.apply(&h.mutations).is_err());
-    assert_eq!(sql.load().expect("load"), Snapshot::default());
-    sql.apply(&h.mutations).expect("recovers");
+    sql.apply(first).expect("first half");
+    let committed = sql.load().expect("load");
+    assert_ne!(
+        committed,
+        Snapshot::default(),
+        "the first half stored something"
+    );
+    sql.fail_after = Some(second.len() / 2);
+    assert!(sql.apply(second).is_err());
+    assert_eq!(
+        sql.load().expect("load"),
+        committed,
+        "nothing of the failed batch"
+    );
+    sql.apply(second).expect("recovers");
     assert_eq!(sql.load().expect("load"), h.core.snapshot());
 }
 

@@ -29,8 +29,10 @@ pub struct SqliteStore {
     /// Declared first so it stops before the connection and lock go.
     _checkpointer: Option<Checkpointer>,
     conn: Connection,
-    /// When set, the next `apply` fails (fault-injection tests).
-    pub fail_next: bool,
+    /// Fault injection (store contract tests): the next `apply` fails after
+    /// this many of its mutations were written inside its transaction,
+    /// which must then leave nothing of the batch behind.
+    pub fail_after: Option<usize>,
     /// An exclusive advisory lock on `<db>.lock`: two servers on one
     /// database would each keep their own in-memory state and diverge.
     /// (Readers such as monitoring plugins are not affected.)
@@ -223,7 +225,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             _checkpointer: checkpointer,
             conn,
-            fail_next: false,
+            fail_after: None,
             _lock: lock,
         })
     }
@@ -469,14 +471,19 @@ impl Store for SqliteStore {
     }
 
     fn apply(&mut self, batch: &[Mutation]) -> Result<(), StoreError> {
-        if std::mem::take(&mut self.fail_next) {
-            return Err(StoreError::Injected("sqlite store write".into()));
-        }
+        let fail_after = self.fail_after.take();
         if batch.is_empty() {
             return Ok(());
         }
+        // dropped without `commit` on any error: rolled back
         let tx = self.conn.transaction()?;
-        for m in batch {
+        for (i, m) in batch.iter().enumerate() {
+            if fail_after == Some(i) {
+                return Err(StoreError::Injected(format!(
+                    "sqlite store write, after {i} of {} mutations",
+                    batch.len()
+                )));
+            }
             Self::apply_one(&tx, m)?;
         }
         tx.commit()?;
