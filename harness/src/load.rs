@@ -1072,6 +1072,32 @@ mod tests {
     }
 
     #[test]
+    fn exact_objects_load_and_bad_ones_are_located() {
+        let with = |pattern: &str| {
+            format!(
+                r#"{{"description": "d", "spec": [], "class": "required",
+                    "steps": [{{"connect": "a"}}, {{"expect": "a", "message": {pattern}}}]}}"#
+            )
+        };
+        parse(&with(
+            r#"{"welcome": {"h": {"$exact": {"bits": 8, "r": {"$capture": "r"}}}, "none": {"$exact": {}}}}"#,
+        ))
+        .expect("valid");
+        for bad in [
+            r#"{"h": {"$exact": [1]}}"#,
+            r#"{"h": {"$exact": {"$any": true}}}"#,
+            r#"{"h": {"$exact": {"a": {"$regx": 1}}}}"#,
+        ] {
+            let p = problems(&with(bad));
+            assert!(
+                p.iter()
+                    .any(|(ptr, _)| ptr.starts_with("/steps/1/message/h/$exact")),
+                "{bad}: {p:?}"
+            );
+        }
+    }
+
+    #[test]
     fn restart_needs_requirement() {
         let p = problems(
             r#"{"description": "d", "spec": [], "class": "required", "steps": [{"connect": "a"}, {"restart": "kill"}]}"#,

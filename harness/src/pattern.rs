@@ -40,6 +40,8 @@ enum Matcher {
     Not(Box<Node>),
     OneOf(Vec<Node>),
     Contains(Vec<Node>),
+    /// An object matching the plain object pattern, with no other keys.
+    Exact(Box<Node>),
     Absent,
 }
 
@@ -213,7 +215,7 @@ fn walk(node: &Node, f: &mut dyn FnMut(&Kind)) {
         Kind::Matchers(ms) => {
             for m in ms {
                 match m {
-                    Matcher::Not(n) => walk(n, f),
+                    Matcher::Not(n) | Matcher::Exact(n) => walk(n, f),
                     Matcher::OneOf(ns) | Matcher::Contains(ns) => {
                         ns.iter().for_each(|n| walk(n, f))
                     }
@@ -345,8 +347,17 @@ fn compile_matcher(
             }
         }
         "$contains" => Ok(Matcher::Contains(list(val, errors)?)),
+        "$exact" => match val {
+            Value::Object(map) if !is_matcher_object(map) => {
+                Ok(Matcher::Exact(Box::new(compile_node(val, ptr, errors))))
+            }
+            _ => Err(
+                "\"$exact\" takes an object pattern with plain keys (e.g. {\"$exact\": {\"bits\": 8}}; {} for an empty object)"
+                    .to_owned(),
+            ),
+        },
         other => Err(format!(
-            "unknown matcher {other:?} (known: $any, $type, $regex, $capture, $not, $one_of, $contains, $absent; write \"$${}\" as a key? keys are not interpolated)",
+            "unknown matcher {other:?} (known: $any, $type, $regex, $capture, $not, $one_of, $contains, $exact, $absent; write \"$${}\" as a key? keys are not interpolated)",
             other.trim_start_matches('$')
         )),
     }
@@ -495,6 +506,30 @@ fn match_matcher(
     };
     match m {
         Matcher::Absent | Matcher::Not(_) | Matcher::OneOf(_) | Matcher::Any => Ok(()),
+        Matcher::Exact(sub) => {
+            let (Value::Object(map), Kind::Object(fields)) = (value, &sub.kind) else {
+                return Err(fail("an object".to_owned()));
+            };
+            match_node(sub, actual, vars, caps, path)?;
+            match map
+                .keys()
+                .find(|k| !fields.iter().any(|(name, _)| name == *k))
+            {
+                None => Ok(()),
+                Some(extra) => {
+                    let allowed: Vec<&str> = fields.iter().map(|(k, _)| k.as_str()).collect();
+                    Err(Mismatch {
+                        path: child(path, extra),
+                        expected: if allowed.is_empty() {
+                            "no key ($exact: an empty object)".to_owned()
+                        } else {
+                            format!("no such key ($exact: only {})", allowed.join(", "))
+                        },
+                        actual: describe_actual(map.get(extra)),
+                    })
+                }
+            }
+        }
         Matcher::Type(t) => {
             if t.holds(value) {
                 Ok(())
@@ -651,6 +686,72 @@ mod tests {
             json!({"$contains": [{"id": "1"}, {"id": "1"}]}),
             json!([{"id": "1"}])
         ));
+    }
+
+    #[test]
+    fn exact_objects_have_no_other_keys() {
+        let v = vars();
+        let p = pat(
+            json!({"hashcash": {"$exact": {"bits": 8, "resource": {"$capture": "res", "$type": "string"}}}}),
+        );
+        let caps = p
+            .matches(
+                Some(&json!({"hashcash": {"resource": "r", "bits": 8}, "none": {}})),
+                &v,
+            )
+            .expect("same keys in another order; other keys outside $exact");
+        assert_eq!(caps.get("res"), Some(&json!("r")));
+        let e = p
+            .matches(
+                Some(&json!({"hashcash": {"bits": 8, "resource": "r", "x": 1}})),
+                &v,
+            )
+            .expect_err("an extra key");
+        assert_eq!(
+            e.to_string(),
+            "at .hashcash.x: expected no such key ($exact: only bits, resource), got 1"
+        );
+        let e = p
+            .matches(Some(&json!({"hashcash": {"bits": 8}})), &v)
+            .expect_err("a missing key");
+        assert_eq!(e.path, ".hashcash.resource");
+        assert!(p
+            .matches(Some(&json!({"hashcash": {"bits": 9, "resource": "r"}})), &v)
+            .is_err());
+        assert!(p.matches(Some(&json!({"hashcash": [8]})), &v).is_err());
+        assert!(p.matches(Some(&json!({})), &v).is_err());
+        // the empty object; only the top level is exact
+        let empty = pat(json!({"$exact": {}}));
+        assert!(empty.matches(Some(&json!({})), &v).is_ok());
+        assert!(empty.matches(Some(&json!({"a": 1})), &v).is_err());
+        let outer = pat(json!({"$exact": {"a": {"b": 1}}}));
+        assert!(outer
+            .matches(Some(&json!({"a": {"b": 1, "c": 2}})), &v)
+            .is_ok());
+        // keys the pattern names as absent are allowed to be missing
+        let p = pat(json!({"$exact": {"id": "7", "name": {"$absent": true}}}));
+        assert!(p.matches(Some(&json!({"id": "7"})), &v).is_ok());
+        assert!(p
+            .matches(Some(&json!({"id": "7", "name": "x"})), &v)
+            .is_err());
+        // combines with other matchers, and inside arrays
+        let p = pat(json!({"$exact": {"id": "7"}, "$capture": "entry"}));
+        let caps = p.matches(Some(&json!({"id": "7"})), &v).expect("match");
+        assert_eq!(caps.get("entry"), Some(&json!({"id": "7"})));
+        let p = pat(json!([{"$exact": {"id": "7"}}]));
+        assert!(p.matches(Some(&json!([{"id": "7", "x": 0}])), &v).is_err());
+        assert_eq!(
+            pat(json!({"$exact": {"a": "$x"}})).references(),
+            vec![VarRef::Capture("x".into())]
+        );
+        for bad in [
+            json!({"$exact": true}),
+            json!({"$exact": {"$any": true}}),
+            json!({"$exact": [1]}),
+        ] {
+            let errs = Pattern::compile(&bad).expect_err("not an object pattern");
+            assert_eq!(errs[0].pointer, "/$exact");
+        }
     }
 
     #[test]

@@ -2,14 +2,19 @@
 //! server that logs every frame, then turns the session into a draft
 //! vector (connections `c1`, `c2`, …; client frames as `send`, server
 //! frames as `expect`, with app ids, sides, nameplates, mailbox ids and
-//! times replaced by variables, captures and matchers).
+//! times replaced by variables, captures and matchers). For the
+//! permissions extension, the welcome's hashcash `resource` and `bits` are
+//! captured, a recorded stamp becomes a `{"$hashcash": {...}}` generator
+//! for the replay's own resource, and the draft gets `requires` and
+//! `server` options matching the welcome's `permission-required`.
 
+use crate::hashcash;
 use crate::json::{inline, to_hex};
 use crate::transcript::Frame;
 use anyhow::Context;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Map, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -172,6 +177,13 @@ async fn proxy(
     }
 }
 
+/// What one connection's welcome offered for hashcash: the capture names
+/// of its `resource` and `bits`, and the recorded bits.
+struct HashcashOffer {
+    resource: String,
+    bits: Option<(String, u64)>,
+}
+
 /// Turns recorded values into variables, captures and matchers.
 #[derive(Default)]
 struct Drafter {
@@ -181,9 +193,262 @@ struct Drafter {
     captured: BTreeMap<String, String>,
     nameplates: usize,
     mailboxes: usize,
+    /// Connection → what its welcome offered for hashcash.
+    offers: BTreeMap<usize, HashcashOffer>,
+    /// Recorded hashcash resource → capture name (`res1`, …), so a stamp
+    /// for any connection's resource refers to that connection's capture.
+    resources: BTreeMap<String, String>,
+    /// Recorded stamp → capture name (`st1`, …), for stamps that occur
+    /// again after their first `send` (resent, or echoed in an `orig`).
+    stamps: BTreeMap<String, String>,
+    /// Stamps that occur in more than one frame of the session.
+    repeated: BTreeSet<String>,
+    /// Launch options inferred from the first welcome with a
+    /// `permission-required` that names a known method.
+    server: Option<Map<String, Value>>,
+}
+
+/// The `stamp` of a `submit-permission(s)` message, if it is a string.
+fn submitted_stamp(msg: &Value) -> Option<&str> {
+    let kind = msg.get("type").and_then(Value::as_str)?;
+    if kind != "submit-permission" && kind != "submit-permissions" {
+        return None;
+    }
+    msg.get("stamp").and_then(Value::as_str)
+}
+
+/// A literal string for a `send` template or pattern (`$` escaped).
+fn literal(s: &str) -> Value {
+    if s.starts_with('$') {
+        json!(format!("${s}"))
+    } else {
+        json!(s)
+    }
+}
+
+/// Counts, for each stamp the clients submitted, the frames whose JSON
+/// holds it as a string value anywhere; returns those seen more than once.
+fn repeated_stamps(events: &[RecEvent]) -> BTreeSet<String> {
+    fn strings<'a>(v: &'a Value, out: &mut BTreeSet<&'a str>) {
+        match v {
+            Value::String(s) => {
+                out.insert(s);
+            }
+            Value::Array(items) => items.iter().for_each(|i| strings(i, out)),
+            Value::Object(map) => map.values().for_each(|i| strings(i, out)),
+            _ => {}
+        }
+    }
+    let frames: Vec<(bool, Value)> = events
+        .iter()
+        .filter_map(|e| match e {
+            RecEvent::ClientFrame(_, f) => Some((true, f)),
+            RecEvent::ServerFrame(_, f) => Some((false, f)),
+            _ => None,
+        })
+        .filter_map(|(client, f)| {
+            let v = match f {
+                Frame::Text(_) => f.json(),
+                Frame::Binary(b) => serde_json::from_slice(b).ok(),
+            };
+            v.map(|v| (client, v))
+        })
+        .collect();
+    let mut counts: BTreeMap<&str, usize> = frames
+        .iter()
+        .filter(|(client, _)| *client)
+        .filter_map(|(_, v)| submitted_stamp(v))
+        .map(|s| (s, 0))
+        .collect();
+    for (_, v) in &frames {
+        let mut seen = BTreeSet::new();
+        strings(v, &mut seen);
+        for s in seen {
+            if let Some(n) = counts.get_mut(s) {
+                *n += 1;
+            }
+        }
+    }
+    counts
+        .into_iter()
+        .filter(|(_, n)| *n > 1)
+        .map(|(s, _)| s.to_owned())
+        .collect()
 }
 
 impl Drafter {
+    /// A welcome: remembers connection `n`'s hashcash offer and, from the
+    /// first welcome with a `permission-required`, the launch options that
+    /// make a server send the same welcome.
+    fn learn_welcome(&mut self, n: usize, msg: &Value) {
+        if msg.get("type").and_then(Value::as_str) != Some("welcome") {
+            return;
+        }
+        let welcome = msg.get("welcome");
+        let Some(required) = welcome
+            .and_then(|w| w.get("permission-required"))
+            .and_then(Value::as_object)
+        else {
+            return;
+        };
+        let hashcash = required.get("hashcash").and_then(Value::as_object);
+        if self.server.is_none() {
+            let mut methods = Vec::new();
+            if required.get("none").is_some_and(|v| !v.is_null()) {
+                methods.push("none");
+            }
+            if hashcash.is_some() {
+                methods.push("hashcash");
+            }
+            if !methods.is_empty() {
+                let mut server = Map::new();
+                let w = welcome.and_then(Value::as_object);
+                for (key, option) in [
+                    ("motd", "motd"),
+                    ("current_cli_version", "advertise_version"),
+                    ("error", "signal_error"),
+                ] {
+                    if let Some(text) = w.and_then(|w| w.get(key)).and_then(Value::as_str) {
+                        server.insert(option.into(), json!(text));
+                    }
+                }
+                server.insert("permissions".into(), json!(methods));
+                if let Some(bits) = hashcash
+                    .and_then(|h| h.get("bits"))
+                    .and_then(Value::as_u64)
+                    .filter(|b| (1..=64).contains(b))
+                {
+                    server.insert("hashcash_bits".into(), json!(bits));
+                }
+                self.server = Some(server);
+            }
+        }
+        let Some(resource) = hashcash
+            .and_then(|h| h.get("resource"))
+            .and_then(Value::as_str)
+        else {
+            return;
+        };
+        let k = self.offers.len() + 1;
+        let name = self
+            .resources
+            .entry(resource.to_owned())
+            .or_insert_with(|| format!("res{k}"))
+            .clone();
+        let bits = hashcash
+            .and_then(|h| h.get("bits"))
+            .and_then(Value::as_u64)
+            .map(|b| (format!("bits{k}"), b));
+        self.offers.insert(
+            n,
+            HashcashOffer {
+                resource: name,
+                bits,
+            },
+        );
+    }
+
+    /// Puts connection `n`'s hashcash captures into its welcome pattern.
+    fn capture_offer(&self, n: usize, pattern: &mut Value) {
+        let Some(offer) = self.offers.get(&n) else {
+            return;
+        };
+        let Some(hashcash) = pattern
+            .pointer_mut("/welcome/permission-required/hashcash")
+            .and_then(Value::as_object_mut)
+        else {
+            return;
+        };
+        let first = self
+            .offers
+            .iter()
+            .find(|(_, o)| o.resource == offer.resource)
+            .is_some_and(|(m, _)| *m == n);
+        hashcash.insert(
+            "resource".into(),
+            if first {
+                json!({"$capture": offer.resource, "$type": "string", "$regex": "^[^:]+$"})
+            } else {
+                json!(format!("${}", offer.resource))
+            },
+        );
+        if let Some((name, _)) = &offer.bits {
+            hashcash.insert("bits".into(), json!({"$capture": name, "$type": "integer"}));
+        }
+    }
+
+    /// A recorded stamp as a `$hashcash` generator for connection `n`
+    /// (`None` when it is not seven fields with numeric bits: then it stays
+    /// a literal string), and a comment when the replay cannot mint what
+    /// was recorded.
+    fn generator(&mut self, n: usize, stamp: &str) -> Option<(Value, Option<String>)> {
+        let fields: Vec<&str> = stamp.split(':').collect();
+        if fields.len() != 7 {
+            return None;
+        }
+        let claimed = fields[1]
+            .parse::<u64>()
+            .ok()
+            .filter(|b| *b <= u64::from(hashcash::MAX_BITS))?;
+        let mut g = Map::new();
+        g.insert(
+            "resource".into(),
+            match self.resources.get(fields[3]) {
+                Some(name) => json!(format!("${name}")),
+                None => literal(fields[3]),
+            },
+        );
+        let asked = self.offers.get(&n).and_then(|o| o.bits.as_ref());
+        g.insert(
+            "bits".into(),
+            match asked {
+                Some((name, bits)) if *bits == claimed => json!(format!("${name}")),
+                _ => json!(claimed),
+            },
+        );
+        let work = u64::from(hashcash::stamp_work(stamp));
+        let max = u64::from(hashcash::MAX_WORK);
+        let mut comment = None;
+        if work < claimed {
+            // a stamp that claims more than it carries (deliberately bad)
+            g.insert("work".into(), json!(work.min(max)));
+        } else if claimed > max {
+            g.insert("work".into(), json!(max));
+            comment = Some(format!(
+                "the recorded stamp claims {claimed} bits and carries them; the harness mints at most {max} bits of work, so this stamp claims more than it carries: lower the server's hashcash_bits and the claimed bits"
+            ));
+        }
+        if fields[0] != "1" {
+            g.insert("version".into(), literal(fields[0]));
+        }
+        if !fields[4].is_empty() {
+            g.insert("ext".into(), literal(fields[4]));
+        }
+        if self.repeated.contains(stamp) {
+            let name = format!("st{}", self.stamps.len() + 1);
+            g.insert("as".into(), json!(name));
+            self.stamps.insert(stamp.to_owned(), name);
+        }
+        Some((json!({ "$hashcash": g }), comment))
+    }
+
+    /// A client message on connection `n`: substitute known values and
+    /// turn a new hashcash stamp into a generator.
+    fn client_message(&mut self, n: usize, msg: &Value) -> (Value, Option<String>) {
+        self.learn_bind(msg);
+        let mut out = self.template(msg, None);
+        let mut comment = None;
+        if let Some(stamp) = submitted_stamp(msg) {
+            if !self.stamps.contains_key(stamp) {
+                if let Some((g, c)) = self.generator(n, stamp) {
+                    out["stamp"] = g;
+                    comment = c;
+                }
+            }
+        }
+        (out, comment)
+    }
+
     fn learn_bind(&mut self, msg: &Value) {
         if msg.get("type").and_then(Value::as_str) != Some("bind") {
             return;
@@ -218,10 +483,10 @@ impl Drafter {
                 return json!(format!("${name}"));
             }
         }
-        if s.starts_with('$') {
-            return json!(format!("${s}"));
+        if let Some(name) = self.stamps.get(s) {
+            return json!(format!("${name}"));
         }
-        json!(s)
+        literal(s)
     }
 
     /// A client message: substitute known values.
@@ -327,29 +592,40 @@ impl Drafter {
 
 /// Builds a draft vector from a recorded session.
 pub fn draft_vector(events: &[RecEvent], upstream: &str) -> Value {
-    let mut d = Drafter::default();
+    let mut d = Drafter {
+        repeated: repeated_stamps(events),
+        ..Drafter::default()
+    };
     let mut steps = Vec::new();
     let c = |n: &usize| format!("c{n}");
     for e in events {
         let step = match e {
             RecEvent::Connected(n) => json!({"connect": c(n)}),
-            RecEvent::ClientFrame(n, f) => match (f, f.json()) {
-                (Frame::Text(_), Some(v)) => {
-                    d.learn_bind(&v);
-                    json!({"send": c(n), "message": d.template(&v, None)})
-                }
-                (Frame::Text(t), None) => json!({"send": c(n), "text": t}),
-                (Frame::Binary(b), _) => match serde_json::from_slice::<Value>(b) {
-                    Ok(v) => {
-                        d.learn_bind(&v);
-                        json!({"send": c(n), "binary_message": d.template(&v, None)})
+            RecEvent::ClientFrame(n, f) => {
+                let (key, value) = match (f, f.json()) {
+                    (Frame::Text(_), Some(v)) => ("message", v),
+                    (Frame::Text(t), None) => ("text", json!(t)),
+                    (Frame::Binary(b), _) => match serde_json::from_slice::<Value>(b) {
+                        Ok(v) => ("binary_message", v),
+                        Err(_) => ("binary", json!(to_hex(b))),
+                    },
+                };
+                if key == "message" || key == "binary_message" {
+                    let (message, comment) = d.client_message(*n, &value);
+                    let mut step = json!({"send": c(n), key: message});
+                    if let Some(comment) = comment {
+                        step["comment"] = json!(comment);
                     }
-                    Err(_) => json!({"send": c(n), "binary": to_hex(b)}),
-                },
-            },
+                    step
+                } else {
+                    json!({"send": c(n), key: value})
+                }
+            }
             RecEvent::ServerFrame(n, f) => match f.json() {
                 Some(v) => {
-                    let pattern = d.pattern(&v, None, None).unwrap_or(Value::Null);
+                    d.learn_welcome(*n, &v);
+                    let mut pattern = d.pattern(&v, None, None).unwrap_or(Value::Null);
+                    d.capture_offer(*n, &mut pattern);
                     let is_plain_ack = pattern.get("type") == Some(&json!("ack"))
                         && pattern
                             .as_object()
@@ -376,13 +652,20 @@ pub fn draft_vector(events: &[RecEvent], upstream: &str) -> Value {
         };
         steps.push(step);
     }
-    json!({
+    let mut draft = json!({
         "description": "Recorded session (draft): replace with one sentence saying what behaviour this checks",
         "spec": [],
         "class": "reference",
-        "notes": format!("Recorded by wormhole-mailbox-conformance record against {upstream}; review the matchers before committing."),
-        "steps": steps,
-    })
+    });
+    let mut notes = format!("Recorded by wormhole-mailbox-conformance record against {upstream}; review the matchers before committing.");
+    if let Some(server) = d.server {
+        draft["requires"] = json!(["permissions"]);
+        draft["server"] = Value::Object(server);
+        notes.push_str(" The welcome offered permissions: the launch options reproduce its permission-required (and its motd, version and error, if any), and the stamps are minted afresh for each connection's resource.");
+    }
+    draft["notes"] = json!(notes);
+    draft["steps"] = json!(steps);
+    draft
 }
 
 /// Renders a vector the way the vector files are written: top-level keys
@@ -499,9 +782,154 @@ mod tests {
         assert_eq!(steps[12]["binary"], "ff");
         assert_eq!(steps[13], json!({"disconnect": "c1"}));
         assert_eq!(steps[16], json!({"expect": "c2", "closed": true}));
+        assert!(v.get("requires").is_none() && v.get("server").is_none());
         let text = render_vector(&v);
         crate::load::parse_vector("recorded/draft", "draft.json", &text)
             .expect("the draft is a valid vector");
         assert!(text.contains("\n    {\"connect\": \"c1\"},\n"));
+    }
+
+    fn mint(version: &str, bits: u32, resource: &str, work: u32) -> String {
+        let spec = hashcash::StampSpec {
+            version: version.into(),
+            work,
+            ..hashcash::StampSpec::new(resource, bits)
+        };
+        spec.mint().expect("mint")
+    }
+
+    fn welcome(required: Value) -> Frame {
+        text(
+            json!({"welcome": {"permission-required": required, "motd": "hi", "your-address": {"port": 1}}, "type": "welcome", "server_tx": 1.0}),
+        )
+    }
+
+    fn ack(id: Value) -> Frame {
+        text(json!({"id": id, "type": "ack", "server_tx": 1.0}))
+    }
+
+    #[test]
+    fn drafts_permissions_with_fresh_stamps() {
+        let res1 = "k5xq3ufnw2ihykzz";
+        let res2 = "pty7yg4gz6p3zyqa";
+        let good = mint("1", 8, res1, 8);
+        let weak = mint("1", 10, res1, 3);
+        let v2 = mint("2", 8, res1, 8);
+        let eight_fields = format!("1:8:260101:{res1}:a:b:r:0");
+        let other = mint("1", 8, res1, 8); // c2 pays with c1's resource
+        let hashcash_only = |r: &str| json!({"none": null, "hashcash": {"bits": 8, "resource": r}});
+        let submit = |kind: &str, stamp: &str, id: &str| {
+            text(json!({"type": kind, "method": "hashcash", "stamp": stamp, "id": id}))
+        };
+        let events = vec![
+            RecEvent::Connected(1),
+            RecEvent::ServerFrame(1, welcome(hashcash_only(res1))),
+            RecEvent::ClientFrame(1, submit("submit-permission", &good, "p1")),
+            RecEvent::ServerFrame(1, ack(json!("p1"))),
+            RecEvent::ClientFrame(1, submit("submit-permissions", &good, "p2")),
+            RecEvent::ServerFrame(1, ack(json!("p2"))),
+            RecEvent::ServerFrame(
+                1,
+                text(
+                    json!({"error": "submit-permission failed", "orig": {"type": "submit-permissions", "method": "hashcash", "stamp": good, "id": "p2"}, "type": "error", "server_tx": 1.0}),
+                ),
+            ),
+            RecEvent::ClientFrame(1, submit("submit-permissions", &weak, "p3")),
+            RecEvent::ClientFrame(1, submit("submit-permissions", &v2, "p4")),
+            RecEvent::ClientFrame(1, submit("submit-permissions", &eight_fields, "p5")),
+            RecEvent::ClientFrame(1, submit("submit-permissions", "$x", "p6")),
+            RecEvent::Connected(2),
+            RecEvent::ServerFrame(2, welcome(hashcash_only(res2))),
+            RecEvent::ClientFrame(2, submit("submit-permissions", &other, "p7")),
+            RecEvent::ClientClosed(2, true),
+            RecEvent::ClientClosed(1, true),
+        ];
+        let v = draft_vector(&events, "ws://127.0.0.1:4000/v1");
+        assert_eq!(v["requires"], json!(["permissions"]));
+        assert_eq!(
+            v["server"],
+            json!({"motd": "hi", "permissions": ["hashcash"], "hashcash_bits": 8})
+        );
+        let steps = v["steps"].as_array().expect("steps");
+        assert_eq!(
+            steps[1]["message"]["welcome"]["permission-required"],
+            json!({"none": null, "hashcash": {
+                "bits": {"$capture": "bits1", "$type": "integer"},
+                "resource": {"$capture": "res1", "$type": "string", "$regex": "^[^:]+$"}}})
+        );
+        // claims what the welcome asked: the replay claims what its welcome asks
+        assert_eq!(
+            steps[2]["message"]["stamp"],
+            json!({"$hashcash": {"resource": "$res1", "bits": "$bits1", "as": "st1"}})
+        );
+        assert_eq!(steps[2]["message"]["type"], "submit-permission");
+        // the same stamp again, and echoed in the error's orig
+        assert_eq!(steps[4]["message"]["stamp"], "$st1");
+        assert_eq!(steps[6]["message"]["orig"]["stamp"], "$st1");
+        let work = hashcash::stamp_work(&weak);
+        assert!((3..10).contains(&work));
+        assert_eq!(
+            steps[7]["message"]["stamp"],
+            json!({"$hashcash": {"resource": "$res1", "bits": 10, "work": work}})
+        );
+        assert_eq!(
+            steps[8]["message"]["stamp"],
+            json!({"$hashcash": {"resource": "$res1", "bits": "$bits1", "version": "2"}})
+        );
+        // not seven fields: kept as recorded; a literal `$` is escaped
+        assert_eq!(steps[9]["message"]["stamp"], json!(eight_fields));
+        assert_eq!(steps[10]["message"]["stamp"], "$$x");
+        assert_eq!(
+            steps[12]["message"]["welcome"]["permission-required"]["hashcash"]["resource"],
+            json!({"$capture": "res2", "$type": "string", "$regex": "^[^:]+$"})
+        );
+        assert_eq!(
+            steps[13]["message"]["stamp"],
+            json!({"$hashcash": {"resource": "$res1", "bits": "$bits2"}})
+        );
+        let text = render_vector(&v);
+        let loaded = crate::load::parse_vector("recorded/draft", "draft.json", &text)
+            .expect("the draft is a valid vector");
+        assert!(loaded
+            .needs()
+            .contains(&crate::vector::Capability::Permissions));
+        assert!(!text.contains(&good), "no recorded stamp is left: {text}");
+    }
+
+    #[test]
+    fn infers_the_offered_methods() {
+        let draft = |required: Value| {
+            let events = vec![
+                RecEvent::Connected(1),
+                RecEvent::ServerFrame(
+                    1,
+                    text(json!({"welcome": {"permission-required": required}, "type": "welcome"})),
+                ),
+                RecEvent::ClientClosed(1, true),
+            ];
+            draft_vector(&events, "ws://x/v1")
+        };
+        let v = draft(json!({"none": {}, "hashcash": {"bits": 12, "resource": "r"}}));
+        assert_eq!(
+            v["server"],
+            json!({"permissions": ["none", "hashcash"], "hashcash_bits": 12})
+        );
+        // none only (a server that advertises it): no hashcash_bits
+        let v = draft(json!({"none": {}}));
+        assert_eq!(v["server"], json!({"permissions": ["none"]}));
+        assert_eq!(v["requires"], json!(["permissions"]));
+        // bits out of the launch option's range: the launcher's default
+        let v = draft(json!({"hashcash": {"bits": 100, "resource": "r"}}));
+        assert_eq!(v["server"], json!({"permissions": ["hashcash"]}));
+        // no known method: nothing to launch with
+        let v = draft(json!({"none": null, "magic": {}}));
+        assert!(v.get("server").is_none() && v.get("requires").is_none());
+        for v in [
+            draft(json!({"none": {}, "hashcash": {"bits": 12, "resource": "r"}})),
+            draft(json!({"none": {}})),
+        ] {
+            crate::load::parse_vector("recorded/draft", "draft.json", &render_vector(&v))
+                .expect("the draft is a valid vector");
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! End-to-end tests of the harness against a tiny fake mailbox server that
-//! lives in this file (welcome, ack, ping, bind, allocate, claim, open, add),
-//! so the harness can test itself without the real server.
+//! lives in this file (welcome, ack, ping, bind, allocate, claim, open, add,
+//! and hashcash permissions when its welcome offers them), so the harness
+//! can test itself without the real server.
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
@@ -12,11 +13,13 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 use tokio_tungstenite::tungstenite::Message;
+use wormhole_mailbox_harness::hashcash::stamp_work;
 use wormhole_mailbox_harness::libtest_mimic::{self, Arguments};
 use wormhole_mailbox_harness::record::{draft_vector, record, render_vector, RecordOptions};
 use wormhole_mailbox_harness::{
-    parse_vector, run_vector, snapshot_name, trials, BoxFuture, LaunchOptions, Launcher, Outcome,
-    RestartKind, RunOptions, Running, ServerRef, Suite, Target, TrialOptions, Vector,
+    parse_vector, run_vector, snapshot_name, trials, BoxFuture, Capability, LaunchOptions,
+    Launcher, Outcome, PermissionMethod, RestartKind, RunOptions, Running, ServerRef, Suite,
+    Target, TrialOptions, Vector,
 };
 
 // ---------------------------------------------------------------- fake server
@@ -92,6 +95,23 @@ async fn connection(
 ) {
     let (mut tx, mut rx) = ws.split();
     let (live_tx, mut live_rx) = mpsc::unbounded_channel::<Value>();
+    // Permissions (a welcome with permission-required.hashcash): a fresh
+    // resource per connection, a stamp checked as protocol.md §9 says.
+    static RESOURCES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut welcome = welcome;
+    let hashcash = welcome
+        .pointer_mut("/permission-required/hashcash")
+        .map(|h| {
+            let n = RESOURCES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let resource = format!("fake{n}x{}", now().to_bits() % 1_000_000);
+            h["resource"] = json!(resource);
+            (resource, h["bits"].as_u64().unwrap_or(20))
+        });
+    let need_permission = hashcash.is_some()
+        && welcome
+            .pointer("/permission-required/none")
+            .is_none_or(Value::is_null);
+    let mut permitted = false;
     let send = |v: Value| {
         let mut v = v;
         v["server_tx"] = json!(now());
@@ -137,6 +157,27 @@ async fn connection(
             vec![json!({"id": m.get("id").cloned().unwrap_or(Value::Null), "type": "ack"})];
         match kind.as_str() {
             "ping" => out.push(json!({"pong": m["ping"], "type": "pong"})),
+            "submit-permission" | "submit-permissions" if hashcash.is_some() => {
+                let stamp = m["stamp"].as_str().unwrap_or("");
+                let f: Vec<&str> = stamp.split(':').collect();
+                let ok = hashcash.as_ref().is_some_and(|(resource, bits)| {
+                    let claimed = f.get(1).and_then(|b| b.parse::<u64>().ok()).unwrap_or(0);
+                    f.len() == 7
+                        && f[0] == "1"
+                        && f[3] == resource
+                        && claimed >= *bits
+                        && u64::from(stamp_work(stamp)) >= claimed
+                });
+                if ok {
+                    permitted = true;
+                } else {
+                    out.push(
+                        json!({"error": "submit-permission failed", "orig": m, "type": "error"}),
+                    );
+                }
+            }
+            "bind" if need_permission && !permitted => out
+                .push(json!({"error": "must submit-permission first", "orig": m, "type": "error"})),
             "bind" => {
                 app = m["appid"].as_str().map(str::to_owned);
                 side = m["side"].as_str().map(str::to_owned);
@@ -212,13 +253,35 @@ struct FakeRunning {
 }
 
 fn welcome_for(opts: &LaunchOptions) -> Value {
-    match &opts.server.motd {
+    let mut welcome = match &opts.server.motd {
         Some(m) => json!({"motd": m}),
         None => json!({}),
+    };
+    let methods = &opts.server.permissions;
+    if methods.contains(&PermissionMethod::Hashcash) {
+        let none = if methods.contains(&PermissionMethod::None) {
+            json!({})
+        } else {
+            Value::Null
+        };
+        let bits = opts.server.hashcash_bits.unwrap_or(20);
+        welcome["permission-required"] =
+            json!({"none": none, "hashcash": {"bits": bits, "resource": ""}});
     }
+    welcome
 }
 
 impl Launcher for FakeLauncher {
+    fn capabilities(&self) -> std::collections::BTreeSet<Capability> {
+        [
+            Capability::Launch,
+            Capability::Restart,
+            Capability::Permissions,
+        ]
+        .into_iter()
+        .collect()
+    }
+
     fn start<'a>(
         &'a self,
         opts: &'a LaunchOptions,
@@ -548,6 +611,109 @@ async fn recorded_sessions_replay() {
     assert!(text.contains("\"$$literal\""), "{text}");
     let r = run_vector(&draft, ServerRef::Url(server.url()), &opts()).await;
     assert_eq!(r.outcome, Outcome::Pass, "{:?}\n{text}", r.diff);
+    server.kill().await;
+}
+
+const PAYING_CLIENTS: &str = r#"{
+  "description": "Two clients pay with hashcash (a good stamp, a weak one, a stamp for another connection's resource) and bind",
+  "spec": ["protocol.md §9"],
+  "class": "required",
+  "requires": ["permissions"],
+  "server": {"permissions": ["hashcash"], "hashcash_bits": 8},
+  "steps": [
+    {"connect": "a"},
+    {"expect": "a", "message": {"type": "welcome", "welcome": {"permission-required": {"hashcash": {"bits": {"$capture": "bits"}, "resource": {"$capture": "res_a"}}}}}},
+    {"send": "a", "message": {"type": "submit-permissions", "method": "hashcash", "stamp": {"$hashcash": {"resource": "$res_a", "bits": 8, "work": 2}}, "id": "p1"}},
+    {"expect": "a", "ack": "p1"},
+    {"expect": "a", "message": {"type": "error", "error": "submit-permission failed"}},
+    {"send": "a", "message": {"type": "bind", "appid": "$appid", "side": "$side:a", "id": "b0"}},
+    {"expect": "a", "ack": "b0"},
+    {"expect": "a", "message": {"type": "error", "error": "must submit-permission first"}},
+    {"send": "a", "message": {"type": "submit-permission", "method": "hashcash", "stamp": {"$hashcash": {"resource": "$res_a", "bits": "$bits", "as": "st"}}, "id": "p2"}},
+    {"expect": "a", "ack": "p2"},
+    {"send": "a", "message": {"type": "submit-permissions", "method": "hashcash", "stamp": "$st", "id": "p3"}},
+    {"expect": "a", "ack": "p3"},
+    {"send": "a", "message": {"type": "bind", "appid": "$appid", "side": "$side:a", "id": "b1"}},
+    {"expect": "a", "ack": "b1"},
+    {"connect": "b"},
+    {"expect": "b", "message": {"type": "welcome", "welcome": {"permission-required": {"hashcash": {"resource": {"$capture": "res_b"}}}}}},
+    {"send": "b", "message": {"type": "submit-permissions", "method": "hashcash", "stamp": {"$hashcash": {"resource": "$res_a", "bits": 8}}, "id": "p4"}},
+    {"expect": "b", "ack": "p4"},
+    {"expect": "b", "message": {"type": "error", "error": "submit-permission failed"}},
+    {"send": "b", "message": {"type": "submit-permissions", "method": "hashcash", "stamp": {"$hashcash": {"resource": "$res_b", "bits": 9}}, "id": "p5"}},
+    {"expect": "b", "ack": "p5"},
+    {"send": "b", "message": {"type": "bind", "appid": "$appid", "side": "$side:b", "id": "b2"}},
+    {"expect": "b", "ack": "b2"},
+    {"sync": "b"},
+    {"disconnect": "b"},
+    {"disconnect": "a"}
+  ]
+}"#;
+
+#[tokio::test]
+async fn recorded_permission_sessions_replay_with_fresh_stamps() {
+    let paying = vector("fake/paying-clients", PAYING_CLIENTS);
+    // the session replays against a launched fake with the same options
+    let suite = Suite::new(Target::Launcher(Arc::new(FakeLauncher)), opts());
+    let direct = suite.run(&paying).await;
+    assert_eq!(direct.outcome, Outcome::Pass, "{:?}", direct.diff);
+    let server = FakeServer::start(
+        Shared::default(),
+        0,
+        json!({"permission-required": {"none": null, "hashcash": {"bits": 8, "resource": ""}}}),
+    )
+    .await;
+    let rec_opts = RecordOptions {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        upstream: server.url(),
+        idle: Duration::from_secs(5),
+        max_connections: Some(2),
+    };
+    let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
+    let recorder = tokio::spawn(async move {
+        record(&rec_opts, std::future::pending::<()>(), move |a| {
+            let _ = addr_tx.send(a);
+        })
+        .await
+    });
+    let addr = addr_rx.await.expect("the recorder listens");
+    let through = run_vector(&paying, ServerRef::Url(format!("ws://{addr}/v1")), &opts()).await;
+    assert_eq!(through.outcome, Outcome::Pass, "{:?}", through.diff);
+    let events = recorder.await.expect("join").expect("record");
+    let text = render_vector(&draft_vector(&events, &server.url()));
+    let draft = vector("recorded/paying-clients", &text);
+    assert!(
+        text.contains(r#""requires": ["permissions"]"#)
+            && text.contains(r#""server": {"permissions": ["hashcash"], "hashcash_bits": 8}"#),
+        "{text}"
+    );
+    // the weak stamp claims what was asked but carries less work
+    assert!(
+        text.contains(r#"{"$hashcash": {"resource": "$res1", "bits": "$bits1", "work": "#),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            r#""stamp": {"$hashcash": {"resource": "$res1", "bits": "$bits1", "as": "st2"}}"#
+        ) && text.contains(r#""stamp": "$st2""#),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            r#""stamp": {"$hashcash": {"resource": "$res1", "bits": "$bits2", "as": "st3"}}"#
+        ),
+        "c2's stamp for c1's resource: {text}"
+    );
+    assert!(
+        text.contains(r#""stamp": {"$hashcash": {"resource": "$res2", "bits": 9}}"#),
+        "{text}"
+    );
+    // a new server: new resources, so only fresh stamps can pass
+    let r = suite.run(&draft).await;
+    assert_eq!(r.outcome, Outcome::Pass, "{:?}\n{text}", r.diff);
+    let r = run_vector(&draft, ServerRef::Url(server.url()), &opts()).await;
+    assert_eq!(r.outcome, Outcome::Pass, "{:?}\n{text}", r.diff);
+    suite.shutdown().await;
     server.kill().await;
 }
 
