@@ -15,7 +15,9 @@ use tokio::task::AbortHandle;
 use tokio_tungstenite::tungstenite::Message;
 use wormhole_mailbox_harness::hashcash::stamp_work;
 use wormhole_mailbox_harness::libtest_mimic::{self, Arguments};
-use wormhole_mailbox_harness::record::{draft_vector, record, render_vector, RecordOptions};
+use wormhole_mailbox_harness::record::{
+    draft_vector, record, render_vector, RecEvent, RecordOptions,
+};
 use wormhole_mailbox_harness::{
     parse_vector, run_vector, snapshot_name, trials, BoxFuture, Capability, LaunchOptions,
     Launcher, Outcome, PermissionMethod, RestartKind, RunOptions, Running, ServerRef, Suite,
@@ -578,12 +580,17 @@ async fn normalised_transcripts_are_stable_across_runs() {
     suite.shutdown().await;
 }
 
-#[tokio::test]
-async fn recorded_sessions_replay() {
-    let server = FakeServer::start(Shared::default(), 0, json!({})).await;
+/// A recording proxy in front of `upstream` that ends after two client
+/// connections; its task (yielding the recorded events) and its address.
+async fn start_recorder(
+    upstream: String,
+) -> (
+    tokio::task::JoinHandle<anyhow::Result<Vec<RecEvent>>>,
+    SocketAddr,
+) {
     let rec_opts = RecordOptions {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        upstream: server.url(),
+        upstream,
         idle: Duration::from_secs(5),
         max_connections: Some(2),
     };
@@ -595,6 +602,13 @@ async fn recorded_sessions_replay() {
         .await
     });
     let addr = addr_rx.await.expect("the recorder listens");
+    (recorder, addr)
+}
+
+#[tokio::test]
+async fn recorded_sessions_replay() {
+    let server = FakeServer::start(Shared::default(), 0, json!({})).await;
+    let (recorder, addr) = start_recorder(server.url()).await;
     // A session through the proxy...
     let through = run_vector(
         &vector("fake/two-clients", TWO_CLIENTS),
@@ -663,20 +677,7 @@ async fn recorded_permission_sessions_replay_with_fresh_stamps() {
         json!({"permission-required": {"none": null, "hashcash": {"bits": 8, "resource": ""}}}),
     )
     .await;
-    let rec_opts = RecordOptions {
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        upstream: server.url(),
-        idle: Duration::from_secs(5),
-        max_connections: Some(2),
-    };
-    let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
-    let recorder = tokio::spawn(async move {
-        record(&rec_opts, std::future::pending::<()>(), move |a| {
-            let _ = addr_tx.send(a);
-        })
-        .await
-    });
-    let addr = addr_rx.await.expect("the recorder listens");
+    let (recorder, addr) = start_recorder(server.url()).await;
     let through = run_vector(&paying, ServerRef::Url(format!("ws://{addr}/v1")), &opts()).await;
     assert_eq!(through.outcome, Outcome::Pass, "{:?}", through.diff);
     let events = recorder.await.expect("join").expect("record");
