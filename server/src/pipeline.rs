@@ -44,7 +44,7 @@ pub type Routes = Mutex<HashMap<ConnId, Sender<Outbound>>>;
 /// forgets the changes that never reached the disk.
 pub type Resync = Arc<OnceLock<Box<dyn Fn(Snapshot) + Send + Sync>>>;
 
-/// Everything the writer thread owns or shares.
+/// Everything the writer owns or shares.
 pub struct Writer {
     pub store: Box<dyn Store>,
     pub usage: Option<UsageDb>,
