@@ -21,8 +21,19 @@ fn sqlite_config(dir: &tempfile::TempDir) -> Config {
     }
 }
 
+// The commit-failure tests run twice: on a current-thread runtime the
+// writer is a task (as in the binary), on a multi-thread one a thread.
 #[tokio::test]
 async fn transient_commit_failure_is_retried_invisibly() {
+    transient_commit_failure().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_commit_failure_is_retried_invisibly_writer_thread() {
+    transient_commit_failure().await;
+}
+
+async fn transient_commit_failure() {
     let dir = tempfile::tempdir().expect("tempdir");
     let srv = Running::start(sqlite_config(&dir)).await;
     let mut a = Client::bound(&srv.url, "f", "a").await;
@@ -37,6 +48,15 @@ async fn transient_commit_failure_is_retried_invisibly() {
 
 #[tokio::test]
 async fn persistent_commit_failure_closes_the_writer_and_recovers() {
+    persistent_commit_failure().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persistent_commit_failure_closes_the_writer_and_recovers_writer_thread() {
+    persistent_commit_failure().await;
+}
+
+async fn persistent_commit_failure() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = sqlite_config(&dir);
     let srv = Running::start(config.clone()).await;
