@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark: the same loads (`wormhole-mailbox-conformance
 # bench`) against the pinned Python server 0.8.0 (on-disk and in-memory
-# channel DB) and against ours (default durable configuration, on-disk; and
-# --power-loss-durable), all on 127.0.0.1, then writes BENCHMARKS.md.
+# channel DB) and against ours (default durable configuration, on-disk;
+# --power-loss-durable; and a `:memory:` DB, which shows what the server
+# costs without any storage I/O), all on 127.0.0.1, then writes BENCHMARKS.md.
 # Every load is bounded in count and time; the whole run takes ~5 minutes.
 #
 # Usage: ci/bench.sh [OUTPUT.md]   (default: BENCHMARKS.md at the repository root)
@@ -35,13 +36,13 @@ start_python() {
     "$venv/bin/twist" wormhole-mailbox "--port=tcp:$port:interface=127.0.0.1" "--channel-db=$2"
 }
 
-# start_ours NAME [FLAGS...]
+# start_ours NAME DB [FLAGS...]
 start_ours() {
-  local name="$1"; shift
+  local name="$1" db="$2"; shift 2
   port="$(free_port)"
   metrics="$(free_port)"
   start_server "$port" "$out/$name.server.log" \
-    "$ours" --port "127.0.0.1:$port" --channel-db "$work/$name.sqlite" \
+    "$ours" --port "127.0.0.1:$port" --channel-db "$db" \
     --metrics "127.0.0.1:$metrics" "$@"
 }
 
@@ -92,15 +93,21 @@ standard_loads python-memory
 stop_server
 
 echo "::: ours, default (durable, on-disk)"
-start_ours ours-disk
+start_ours ours-disk "$work/ours-disk.sqlite"
 idle_load ours-disk
 standard_loads ours-disk
 stop_server
 
 echo "::: ours, --power-loss-durable (fsync every commit)"
-start_ours ours-fsync --power-loss-durable
+start_ours ours-fsync "$work/ours-fsync.sqlite" --power-loss-durable
 load ours-fsync.pairs10 pairs --concurrency 10 --duration "$secs"
 load ours-fsync.pairs100 pairs --concurrency 100 --duration "$secs"
+stop_server
+
+echo "::: ours, :memory: channel DB (the same server without storage I/O)"
+start_ours ours-memory :memory:
+load ours-memory.pairs10 pairs --concurrency 10 --duration "$secs"
+load ours-memory.pairs100 pairs --concurrency 100 --duration "$secs"
 stop_server
 
 loadavg_after="$(cut -d' ' -f1-3 /proc/loadavg)"

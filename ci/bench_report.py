@@ -36,6 +36,7 @@ NAMES = {
     "python-memory": "Python 0.8.0, `:memory:` DB",
     "ours-disk": "ours, default (on-disk, durable)",
     "ours-fsync": "ours, `--power-loss-durable`",
+    "ours-memory": "ours, `:memory:` DB (no storage I/O)",
 }
 
 
@@ -55,6 +56,13 @@ def get(r, *path):
             return None
         r = r.get(k)
     return r
+
+
+def kernel_share(r):
+    total, system = get(r, "server", "cpu_s"), get(r, "server", "cpu_system_s")
+    if not total or system is None:
+        return "n/a"
+    return f"{100 * system / total:.0f}%"
 
 
 def errors(r):
@@ -101,18 +109,18 @@ w("One pair: two connections, welcome, bind, allocate + claim / claim, open,")
 w("4 rounds in which both sides add a 64-byte body and wait for the peer's copy,")
 w("release, close, disconnect. A *message round* is both `add`s sent until both")
 w("peers' copies arrived. Server CPU is utime+stime from `/proc/PID/stat` over")
-w("the run, divided by completed pairs.")
+w("the run, divided by completed pairs; *in kernel* is the stime part of it.")
 w("")
-w("| server | concurrent pairs | pairs/s | round p50 ms | p90 | p99 | max | connect p99 ms | server CPU ms/pair | errors | generator CPU |")
-w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|")
-for cfg in ["python-disk", "python-memory", "ours-disk", "ours-fsync"]:
+w("| server | concurrent pairs | pairs/s | round p50 ms | p90 | p99 | max | connect p99 ms | server CPU ms/pair | in kernel | errors | generator CPU |")
+w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|")
+for cfg in ["python-disk", "python-memory", "ours-disk", "ours-fsync", "ours-memory"]:
     for c in [10, 100]:
         r = load(f"{cfg}.pairs{c}")
         if r is None:
             continue
         w(f"| {NAMES[cfg]} | {c} | {f(r['rate'])} | {f(r['round_ms']['p50'], 2)} | {f(r['round_ms']['p90'], 2)} "
           f"| {f(r['round_ms']['p99'], 2)} | {f(r['round_ms']['max'], 2)} | {f(r['connect_ms']['p99'], 2)} "
-          f"| {f(get(r, 'server', 'cpu_ms_per_unit'), 3)} | {errors(r)} | {gen(r)} |")
+          f"| {f(get(r, 'server', 'cpu_ms_per_unit'), 3)} | {kernel_share(r)} | {errors(r)} | {gen(r)} |")
 w("")
 w("Ratios (ours default / Python):")
 w("")

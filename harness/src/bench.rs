@@ -168,6 +168,10 @@ pub struct ServerUsage {
     pub pid: u32,
     /// utime + stime spent during the measurement.
     pub cpu_s: f64,
+    /// The part of `cpu_s` spent in the kernel (stime): for a mailbox
+    /// server mostly loopback TCP, which no server code can make cheaper,
+    /// so it says how much of `cpu_s` a faster server could still save.
+    pub cpu_system_s: f64,
     /// `cpu_s` per completed pair (pairs) or connection (churn, idle).
     pub cpu_ms_per_unit: f64,
     pub rss_before_kib: u64,
@@ -292,10 +296,15 @@ impl Report {
         if let Some(sv) = &self.server {
             let _ = writeln!(
                 s,
-                "  server pid {}: {:.2} CPU s ({:.3} ms per {}), RSS {} -> {} KiB (peak {} KiB)",
+                "  server pid {}: {:.2} CPU s ({:.3} ms per {}, {:.0}% in the kernel), RSS {} -> {} KiB (peak {} KiB)",
                 sv.pid,
                 sv.cpu_s,
                 sv.cpu_ms_per_unit,
+                if sv.cpu_s > 0.0 {
+                    100.0 * sv.cpu_system_s / sv.cpu_s
+                } else {
+                    0.0
+                },
                 if self.mode == Mode::Pairs {
                     "pair"
                 } else {
@@ -360,8 +369,34 @@ impl Tally {
 
 // ------------------------------------------------------------------ /proc
 
-/// CPU seconds (utime + stime) of a process from `/proc/PID/stat`.
-pub fn proc_cpu_seconds(pid: u32) -> Option<f64> {
+/// CPU seconds a process has used, from `/proc/PID/stat`.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ProcCpu {
+    /// utime: in the process's own code.
+    pub user: f64,
+    /// stime: in the kernel on its behalf (system calls, and on loopback
+    /// the TCP work of delivering what it sends).
+    pub system: f64,
+}
+
+impl ProcCpu {
+    pub fn total(&self) -> f64 {
+        self.user + self.system
+    }
+}
+
+impl std::ops::Sub for ProcCpu {
+    type Output = ProcCpu;
+    fn sub(self, earlier: ProcCpu) -> ProcCpu {
+        ProcCpu {
+            user: self.user - earlier.user,
+            system: self.system - earlier.system,
+        }
+    }
+}
+
+/// CPU seconds (utime, stime) of a process from `/proc/PID/stat`.
+pub fn proc_cpu_seconds(pid: u32) -> Option<ProcCpu> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // the command name may hold spaces: fields start after the last ')'
     let rest = &stat[stat.rfind(')')? + 1..];
@@ -372,7 +407,10 @@ pub fn proc_cpu_seconds(pid: u32) -> Option<f64> {
     // SAFETY: sysconf has no preconditions.
     let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     let tick = if tick > 0 { tick as f64 } else { 100.0 };
-    Some((utime + stime) / tick)
+    Some(ProcCpu {
+        user: utime / tick,
+        system: stime / tick,
+    })
 }
 
 /// Resident set size of a process in KiB (`VmRSS` of `/proc/PID/status`).
@@ -1066,15 +1104,17 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<Report> {
     let elapsed_s = elapsed.as_secs_f64().max(1e-9);
     let completed = tally.completed;
     let server = args.server_pid.map(|pid| {
-        let cpu_s = match (server_cpu0, server_cpu1) {
+        let cpu = match (server_cpu0, server_cpu1) {
             (Some(a), Some(b)) => b - a,
-            _ => 0.0,
+            _ => ProcCpu::default(),
         };
+        let cpu_s = cpu.total();
         let rss_before = rss0.unwrap_or(0);
         let rss_after = rss_open.or_else(|| proc_rss_kib(pid)).unwrap_or(0);
         ServerUsage {
             pid,
             cpu_s,
+            cpu_system_s: cpu.system,
             cpu_ms_per_unit: if completed > 0 {
                 cpu_s * 1e3 / completed as f64
             } else {
@@ -1190,7 +1230,23 @@ mod tests {
     fn proc_sampling_of_self() {
         let pid = std::process::id();
         assert!(proc_rss_kib(pid).is_some_and(|kib| kib > 0));
-        assert!(proc_cpu_seconds(pid).is_some());
+        let before = proc_cpu_seconds(pid).expect("own /proc stat");
+        // spin until the kernel's tick-based accounting shows the work
+        // (bounded: a loaded test machine may deschedule us for a while)
+        let start = std::time::Instant::now();
+        let mut x = 0u64;
+        let used = loop {
+            for _ in 0..100_000 {
+                x = x.wrapping_add(std::hint::black_box(1));
+            }
+            let used = proc_cpu_seconds(pid).expect("own /proc stat") - before;
+            if used.total() > 0.0 || start.elapsed() > std::time::Duration::from_secs(5) {
+                break used;
+            }
+        };
+        std::hint::black_box(x);
+        assert!(used.user >= 0.0 && used.system >= 0.0);
+        assert!(used.total() > 0.0, "5 s of spinning shows in utime+stime");
     }
 
     #[test]
