@@ -300,15 +300,15 @@ impl Report {
                 sv.pid,
                 sv.cpu_s,
                 sv.cpu_ms_per_unit,
-                if sv.cpu_s > 0.0 {
-                    100.0 * sv.cpu_system_s / sv.cpu_s
-                } else {
-                    0.0
-                },
                 if self.mode == Mode::Pairs {
                     "pair"
                 } else {
                     "connection"
+                },
+                if sv.cpu_s > 0.0 {
+                    100.0 * sv.cpu_system_s / sv.cpu_s
+                } else {
+                    0.0
                 },
                 sv.rss_before_kib,
                 sv.rss_after_kib,
@@ -1247,6 +1247,40 @@ mod tests {
         std::hint::black_box(x);
         assert!(used.user >= 0.0 && used.system >= 0.0);
         assert!(used.total() > 0.0, "5 s of spinning shows in utime+stime");
+    }
+
+    #[test]
+    fn human_summary_names_unit_and_kernel_share() {
+        let report = Report {
+            mode: Mode::Pairs,
+            url: "ws://127.0.0.1:1/v1".into(),
+            concurrency: 1,
+            rounds: Some(4),
+            body_size: Some(64),
+            elapsed_s: 1.0,
+            completed: 100,
+            rate: 100.0,
+            unit: "pairs/s",
+            round_ms: Percentiles::of(vec![1_000_000]),
+            connect_ms: Percentiles::of(vec![1_000_000]),
+            errors: BTreeMap::new(),
+            error_total: 0,
+            error_examples: BTreeMap::new(),
+            alive: None,
+            generator: GeneratorUsage::default(),
+            server: Some(ServerUsage {
+                pid: 7,
+                cpu_s: 0.05,
+                cpu_system_s: 0.02,
+                cpu_ms_per_unit: 0.5,
+                ..ServerUsage::default()
+            }),
+        };
+        let human = report.human();
+        assert!(
+            human.contains("0.05 CPU s (0.500 ms per pair, 40% in the kernel)"),
+            "{human}"
+        );
     }
 
     #[test]
