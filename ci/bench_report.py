@@ -183,7 +183,7 @@ w("")
 w("| configuration | concurrent pairs | pairs | commits | commits per pair |")
 w("|---|---:|---:|---:|---:|")
 cpp = {}
-for cfg in ["ours-disk", "ours-fsync"]:
+for cfg in ["ours-disk", "ours-fsync", "ours-memory"]:
     for c in [10, 100]:
         r, n = load(f"{cfg}.pairs{c}"), commits(f"{cfg}.pairs{c}")
         if r is None:
