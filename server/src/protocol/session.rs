@@ -107,6 +107,31 @@ fn field_str<'a>(
     }
 }
 
+/// What a `release` or `close` acts on: the nameplate or mailbox named under
+/// `key` (which must be the one this connection claimed or opened, if it
+/// did: `mismatch` otherwise), else the one it did claim or open
+/// (`missing` when it did neither).
+fn named_or_used(
+    msg: &ClientMessage,
+    key: &'static str,
+    used: Option<&String>,
+    mismatch: ProtocolError,
+    missing: ProtocolError,
+) -> Result<String, ProtocolError> {
+    match msg.get(key) {
+        Some(given) => {
+            if used.is_some_and(|used| given.as_str() != Some(used.as_str())) {
+                return Err(mismatch);
+            }
+            given
+                .as_str()
+                .map(str::to_owned)
+                .ok_or(ProtocolError::NotAString(key))
+        }
+        None => used.cloned().ok_or(missing),
+    }
+}
+
 fn scalar(msg: &ClientMessage, key: &'static str) -> Result<Value, ProtocolError> {
     match msg.get(key) {
         None => Ok(Value::Null),
@@ -538,23 +563,13 @@ impl Core {
         if session.did_release {
             return Err(ProtocolError::OnlyOneRelease);
         }
-        let name = match msg.get("nameplate") {
-            Some(given) => {
-                if let Some(claimed) = &session.nameplate {
-                    if given.as_str() != Some(claimed.as_str()) {
-                        return Err(ProtocolError::ReleaseClaimMismatch);
-                    }
-                }
-                given
-                    .as_str()
-                    .ok_or(ProtocolError::NotAString("nameplate"))?
-                    .to_owned()
-            }
-            None => session
-                .nameplate
-                .clone()
-                .ok_or(ProtocolError::ReleaseWithoutNameplate)?,
-        };
+        let name = named_or_used(
+            msg,
+            "nameplate",
+            session.nameplate.as_ref(),
+            ProtocolError::ReleaseClaimMismatch,
+            ProtocolError::ReleaseWithoutNameplate,
+        )?;
         session.did_release = true;
         if let Some(app) = self.apps.get_mut(app_id) {
             app.release(app_id, &name, side, now, fx);
@@ -665,23 +680,13 @@ impl Core {
         if session.did_close {
             return Err(ProtocolError::OnlyOneClose);
         }
-        let mailbox_id = match msg.get("mailbox") {
-            Some(given) => {
-                if let Some(opened) = &session.mailbox_id {
-                    if given.as_str() != Some(opened.as_str()) {
-                        return Err(ProtocolError::OpenCloseMismatch);
-                    }
-                }
-                given
-                    .as_str()
-                    .ok_or(ProtocolError::NotAString("mailbox"))?
-                    .to_owned()
-            }
-            None => session
-                .mailbox_id
-                .clone()
-                .ok_or(ProtocolError::CloseWithoutMailbox)?,
-        };
+        let mailbox_id = named_or_used(
+            msg,
+            "mailbox",
+            session.mailbox_id.as_ref(),
+            ProtocolError::OpenCloseMismatch,
+            ProtocolError::CloseWithoutMailbox,
+        )?;
         let mood = field_str(msg, "mood")?.map(str::to_owned);
         let open = session.open.clone();
         let serial = self.serial();
