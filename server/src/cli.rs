@@ -163,11 +163,14 @@ pub enum LogFormat {
 }
 
 /// Logs to stderr; the level comes from `RUST_LOG` (default `info`).
+/// Colours only on a terminal: a log file or the journal gets plain text.
 pub fn init_logging(args: &Args) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match args.log_format {
         LogFormat::Text => builder.init(),
