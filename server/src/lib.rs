@@ -83,14 +83,13 @@ impl Shared {
             rng,
             pipeline,
         } = &mut *locked;
-        let mtype = msg
-            .get("type")
-            .and_then(serde_json::Value::as_str)
-            .unwrap_or("")
-            .to_owned();
+        self.metrics.count_message(
+            msg.get("type")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or(""),
+        );
         let effects = core.handle(conn, msg, unix_now(), rng);
-        self.metrics
-            .observe(&mtype, &effects.envelopes, &effects.usage);
+        self.metrics.observe(&effects.envelopes, &effects.usage);
         match pipeline {
             Some(tx) => tx
                 .send(Job {

@@ -23,6 +23,10 @@ pub struct Metrics {
     pub connections_current: Gauge,
     pub connections_total: Counter,
     pub messages: Family<Labels, Counter>,
+    /// The `messages` counter of each known type (and "other"), looked up
+    /// once: counting a message then costs one atomic add, not a label
+    /// allocation and a hash lookup.
+    by_type: Vec<(&'static str, Counter)>,
     pub errors: Family<Labels, Counter>,
     pub results: Family<Labels, Counter>,
     pub limits_hit: Family<Labels, Counter>,
@@ -41,6 +45,22 @@ fn label(k: &str, v: &str) -> Labels {
     vec![(k.to_owned(), v.to_owned())]
 }
 
+/// Client message types counted under their own name; any other type
+/// counts as "other", so a client can't grow the label set.
+const KNOWN_TYPES: [&str; 11] = [
+    "ping",
+    "bind",
+    "list",
+    "allocate",
+    "claim",
+    "release",
+    "open",
+    "add",
+    "close",
+    "submit-permission",
+    "submit-permissions",
+];
+
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("wormhole_mailbox");
@@ -48,6 +68,7 @@ impl Default for Metrics {
             connections_current: Gauge::default(),
             connections_total: Counter::default(),
             messages: Family::default(),
+            by_type: Vec::new(),
             errors: Family::default(),
             results: Family::default(),
             limits_hit: Family::default(),
@@ -83,37 +104,35 @@ impl Default for Metrics {
             live_mailboxes, "live_mailboxes", "Mailboxes in use";
             live_messages, "live_messages", "Messages stored in live mailboxes";
         }
-        Metrics { registry, ..m }
+        let by_type = KNOWN_TYPES
+            .iter()
+            .chain(&["other"])
+            .map(|&t| (t, m.messages.get_or_create(&label("type", t)).clone()))
+            .collect();
+        Metrics {
+            registry,
+            by_type,
+            ..m
+        }
     }
 }
 
 impl Metrics {
-    /// Counts a client message and what it caused.
-    pub fn observe(
-        &self,
-        mtype: &str,
-        envelopes: &[crate::protocol::Envelope],
-        usage: &[UsageRecord],
-    ) {
-        let known = [
-            "ping",
-            "bind",
-            "list",
-            "allocate",
-            "claim",
-            "release",
-            "open",
-            "add",
-            "close",
-            "submit-permission",
-            "submit-permissions",
-        ];
-        let t = if known.contains(&mtype) {
-            mtype
-        } else {
-            "other"
-        };
-        self.messages.get_or_create(&label("type", t)).inc();
+    /// Counts a client message by its `type`.
+    pub fn count_message(&self, mtype: &str) {
+        // the last entry is "other"
+        if let Some((_, counter)) = self
+            .by_type
+            .iter()
+            .find(|(t, _)| *t == mtype)
+            .or(self.by_type.last())
+        {
+            counter.inc();
+        }
+    }
+
+    /// Counts what a client message caused: error replies, retired mailboxes.
+    pub fn observe(&self, envelopes: &[crate::protocol::Envelope], usage: &[UsageRecord]) {
         for e in envelopes {
             if let ServerMessage::Error { error, .. } = &e.msg {
                 // keep label values bounded: nameplate errors quote the input

@@ -267,9 +267,9 @@ async fn serve_frames(
             }
             frame = ws.next() => {
                 last_heard = Instant::now();
+                // the frame's bytes themselves (shared, not copied)
                 let payload = match frame {
-                    Some(Ok(Message::Text(t))) => t.as_bytes().to_vec(),
-                    Some(Ok(Message::Binary(b))) => b.to_vec(),
+                    Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => m.into_data(),
                     Some(Ok(Message::Close(_))) | None => return "client closed",
                     Some(Ok(_)) => continue, // ping/pong: tungstenite answers pings
                     Some(Err(WsError::Capacity(e))) => {

@@ -237,7 +237,7 @@ impl SqliteStore {
             .query_row("PRAGMA integrity_check", [], |r| r.get(0))?)
     }
 
-    fn apply_one(tx: &rusqlite::Transaction<'_>, m: &Mutation) -> Result<(), rusqlite::Error> {
+    fn apply_one(stmts: &mut Statements<'_>, m: &Mutation) -> Result<(), rusqlite::Error> {
         match m {
             Mutation::CreateMailbox {
                 app_id,
@@ -245,22 +245,25 @@ impl SqliteStore {
                 for_nameplate,
                 updated,
             } => {
-                tx.prepare_cached(
-                    "INSERT OR REPLACE INTO mailboxes (app_id, id, updated, for_nameplate, crowded) \
-                     VALUES (?1, ?2, ?3, ?4, 0)",
-                )?
-                .execute(params![app_id, mailbox_id, updated, for_nameplate])?;
+                stmts.get(sql::CREATE_MAILBOX)?.execute(params![
+                    app_id,
+                    mailbox_id,
+                    updated,
+                    for_nameplate
+                ])?;
             }
             Mutation::TouchMailbox {
                 app_id,
                 mailbox_id,
                 updated,
             } => {
-                tx.prepare_cached("UPDATE mailboxes SET updated=?3 WHERE app_id=?1 AND id=?2")?
+                stmts
+                    .get(sql::TOUCH_MAILBOX)?
                     .execute(params![app_id, mailbox_id, updated])?;
             }
             Mutation::MarkMailboxCrowded { app_id, mailbox_id } => {
-                tx.prepare_cached("UPDATE mailboxes SET crowded=1 WHERE app_id=?1 AND id=?2")?
+                stmts
+                    .get(sql::MARK_MAILBOX_CROWDED)?
                     .execute(params![app_id, mailbox_id])?;
             }
             Mutation::AddMailboxSide {
@@ -269,11 +272,9 @@ impl SqliteStore {
                 side,
                 added,
             } => {
-                tx.prepare_cached(
-                    "INSERT OR IGNORE INTO mailbox_sides (app_id, mailbox_id, side, opened, added, mood) \
-                     VALUES (?1, ?2, ?3, 1, ?4, NULL)",
-                )?
-                .execute(params![app_id, mailbox_id, side, added])?;
+                stmts
+                    .get(sql::ADD_MAILBOX_SIDE)?
+                    .execute(params![app_id, mailbox_id, side, added])?;
             }
             Mutation::CloseMailboxSide {
                 app_id,
@@ -281,20 +282,17 @@ impl SqliteStore {
                 side,
                 mood,
             } => {
-                tx.prepare_cached(
-                    "UPDATE mailbox_sides SET opened=0, mood=?4 \
-                     WHERE app_id=?1 AND mailbox_id=?2 AND side=?3",
-                )?
-                .execute(params![app_id, mailbox_id, side, mood])?;
+                stmts
+                    .get(sql::CLOSE_MAILBOX_SIDE)?
+                    .execute(params![app_id, mailbox_id, side, mood])?;
             }
             Mutation::DeleteMailbox { app_id, mailbox_id } => {
-                for sql in [
-                    "DELETE FROM messages WHERE app_id=?1 AND mailbox_id=?2",
-                    "DELETE FROM mailbox_sides WHERE app_id=?1 AND mailbox_id=?2",
-                    "DELETE FROM mailboxes WHERE app_id=?1 AND id=?2",
+                for statement in [
+                    sql::DELETE_MAILBOX_MESSAGES,
+                    sql::DELETE_MAILBOX_SIDES,
+                    sql::DELETE_MAILBOX,
                 ] {
-                    tx.prepare_cached(sql)?
-                        .execute(params![app_id, mailbox_id])?;
+                    stmts.get(statement)?.execute(params![app_id, mailbox_id])?;
                 }
             }
             Mutation::CreateNameplate {
@@ -302,14 +300,13 @@ impl SqliteStore {
                 name,
                 mailbox_id,
             } => {
-                tx.prepare_cached(
-                    "INSERT OR REPLACE INTO nameplates (app_id, name, mailbox_id, crowded) \
-                     VALUES (?1, ?2, ?3, 0)",
-                )?
-                .execute(params![app_id, name, mailbox_id])?;
+                stmts
+                    .get(sql::CREATE_NAMEPLATE)?
+                    .execute(params![app_id, name, mailbox_id])?;
             }
             Mutation::MarkNameplateCrowded { app_id, name } => {
-                tx.prepare_cached("UPDATE nameplates SET crowded=1 WHERE app_id=?1 AND name=?2")?
+                stmts
+                    .get(sql::MARK_NAMEPLATE_CROWDED)?
                     .execute(params![app_id, name])?;
             }
             Mutation::AddNameplateSide {
@@ -318,24 +315,18 @@ impl SqliteStore {
                 side,
                 added,
             } => {
-                tx.prepare_cached(
-                    "INSERT OR IGNORE INTO nameplate_sides (app_id, name, side, claimed, added) \
-                     VALUES (?1, ?2, ?3, 1, ?4)",
-                )?
-                .execute(params![app_id, name, side, added])?;
+                stmts
+                    .get(sql::ADD_NAMEPLATE_SIDE)?
+                    .execute(params![app_id, name, side, added])?;
             }
             Mutation::ReleaseNameplateSide { app_id, name, side } => {
-                tx.prepare_cached(
-                    "UPDATE nameplate_sides SET claimed=0 WHERE app_id=?1 AND name=?2 AND side=?3",
-                )?
-                .execute(params![app_id, name, side])?;
+                stmts
+                    .get(sql::RELEASE_NAMEPLATE_SIDE)?
+                    .execute(params![app_id, name, side])?;
             }
             Mutation::DeleteNameplate { app_id, name } => {
-                for sql in [
-                    "DELETE FROM nameplate_sides WHERE app_id=?1 AND name=?2",
-                    "DELETE FROM nameplates WHERE app_id=?1 AND name=?2",
-                ] {
-                    tx.prepare_cached(sql)?.execute(params![app_id, name])?;
+                for statement in [sql::DELETE_NAMEPLATE_SIDES, sql::DELETE_NAMEPLATE] {
+                    stmts.get(statement)?.execute(params![app_id, name])?;
                 }
             }
             Mutation::AddMessage {
@@ -343,11 +334,7 @@ impl SqliteStore {
                 mailbox_id,
                 message,
             } => {
-                tx.prepare_cached(
-                    "INSERT INTO messages (app_id, mailbox_id, side, phase, body, server_rx, msg_id) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                )?
-                .execute(params![
+                stmts.get(sql::ADD_MESSAGE)?.execute(params![
                     app_id,
                     mailbox_id,
                     message.side,
@@ -359,6 +346,101 @@ impl SqliteStore {
             }
         }
         Ok(())
+    }
+}
+
+/// The statements `apply` runs, each with its slot in [`Statements`].
+mod sql {
+    /// A slot number and the statement's text.
+    pub type Sql = (usize, &'static str);
+    pub const CREATE_MAILBOX: Sql = (
+        0,
+        "INSERT OR REPLACE INTO mailboxes (app_id, id, updated, for_nameplate, crowded) \
+         VALUES (?1, ?2, ?3, ?4, 0)",
+    );
+    pub const TOUCH_MAILBOX: Sql = (
+        1,
+        "UPDATE mailboxes SET updated=?3 WHERE app_id=?1 AND id=?2",
+    );
+    pub const MARK_MAILBOX_CROWDED: Sql = (
+        2,
+        "UPDATE mailboxes SET crowded=1 WHERE app_id=?1 AND id=?2",
+    );
+    pub const ADD_MAILBOX_SIDE: Sql = (
+        3,
+        "INSERT OR IGNORE INTO mailbox_sides (app_id, mailbox_id, side, opened, added, mood) \
+         VALUES (?1, ?2, ?3, 1, ?4, NULL)",
+    );
+    pub const CLOSE_MAILBOX_SIDE: Sql = (
+        4,
+        "UPDATE mailbox_sides SET opened=0, mood=?4 \
+         WHERE app_id=?1 AND mailbox_id=?2 AND side=?3",
+    );
+    pub const DELETE_MAILBOX_MESSAGES: Sql =
+        (5, "DELETE FROM messages WHERE app_id=?1 AND mailbox_id=?2");
+    pub const DELETE_MAILBOX_SIDES: Sql = (
+        6,
+        "DELETE FROM mailbox_sides WHERE app_id=?1 AND mailbox_id=?2",
+    );
+    pub const DELETE_MAILBOX: Sql = (7, "DELETE FROM mailboxes WHERE app_id=?1 AND id=?2");
+    pub const CREATE_NAMEPLATE: Sql = (
+        8,
+        "INSERT OR REPLACE INTO nameplates (app_id, name, mailbox_id, crowded) \
+         VALUES (?1, ?2, ?3, 0)",
+    );
+    pub const MARK_NAMEPLATE_CROWDED: Sql = (
+        9,
+        "UPDATE nameplates SET crowded=1 WHERE app_id=?1 AND name=?2",
+    );
+    pub const ADD_NAMEPLATE_SIDE: Sql = (
+        10,
+        "INSERT OR IGNORE INTO nameplate_sides (app_id, name, side, claimed, added) \
+         VALUES (?1, ?2, ?3, 1, ?4)",
+    );
+    pub const RELEASE_NAMEPLATE_SIDE: Sql = (
+        11,
+        "UPDATE nameplate_sides SET claimed=0 WHERE app_id=?1 AND name=?2 AND side=?3",
+    );
+    pub const DELETE_NAMEPLATE_SIDES: Sql = (
+        12,
+        "DELETE FROM nameplate_sides WHERE app_id=?1 AND name=?2",
+    );
+    pub const DELETE_NAMEPLATE: Sql = (13, "DELETE FROM nameplates WHERE app_id=?1 AND name=?2");
+    pub const ADD_MESSAGE: Sql = (
+        14,
+        "INSERT INTO messages (app_id, mailbox_id, side, phase, body, server_rx, msg_id) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    );
+    /// Number of slots.
+    pub const COUNT: usize = 15;
+}
+
+/// One transaction's prepared statements. Each is taken from rusqlite's
+/// statement cache the first time the batch needs it and kept for the rest
+/// of the batch: a cache lookup hashes the whole SQL text (and returning
+/// the statement hashes it again), which cost as much as a small
+/// statement's execution when done once per mutation.
+struct Statements<'c> {
+    tx: &'c rusqlite::Transaction<'c>,
+    slots: [Option<rusqlite::CachedStatement<'c>>; sql::COUNT],
+}
+
+impl<'c> Statements<'c> {
+    fn new(tx: &'c rusqlite::Transaction<'c>) -> Self {
+        Statements {
+            tx,
+            slots: Default::default(),
+        }
+    }
+
+    fn get(
+        &mut self,
+        (slot, text): sql::Sql,
+    ) -> Result<&mut rusqlite::CachedStatement<'c>, rusqlite::Error> {
+        match &mut self.slots[slot] {
+            Some(stmt) => Ok(stmt),
+            empty => Ok(empty.insert(self.tx.prepare_cached(text)?)),
+        }
     }
 }
 
@@ -477,14 +559,17 @@ impl Store for SqliteStore {
         }
         // dropped without `commit` on any error: rolled back
         let tx = self.conn.transaction()?;
-        for (i, m) in batch.iter().enumerate() {
-            if fail_after == Some(i) {
-                return Err(StoreError::Injected(format!(
-                    "sqlite store write, after {i} of {} mutations",
-                    batch.len()
-                )));
+        {
+            let mut stmts = Statements::new(&tx);
+            for (i, m) in batch.iter().enumerate() {
+                if fail_after == Some(i) {
+                    return Err(StoreError::Injected(format!(
+                        "sqlite store write, after {i} of {} mutations",
+                        batch.len()
+                    )));
+                }
+                Self::apply_one(&mut stmts, m)?;
             }
-            Self::apply_one(&tx, m)?;
         }
         tx.commit()?;
         Ok(())
