@@ -44,6 +44,11 @@ pub struct Mailbox {
     /// Created by a nameplate claim (vs. opened directly by id).
     pub for_nameplate: bool,
     /// Last activity; the mailbox expires when this is older than the expiry.
+    /// It never goes back (a clock step back doesn't shorten a mailbox's
+    /// life), and it is the latest of the explicit touches
+    /// ([`Mutation::TouchMailbox`]), its sides' `added` and its messages'
+    /// `server_rx`: so opening a new side and adding a message need no
+    /// touch of their own in storage, which derives it the same way at load.
     pub updated: f64,
     /// At most two: a third side is refused without being recorded
     /// (protocol.md §12.9), so it never blocks deletion.
@@ -190,12 +195,15 @@ impl App {
                 side: side.to_owned(),
                 added: now,
             });
+            // the new side's `added` is the touch (see `Mailbox::updated`)
+            mb.updated = mb.updated.max(now);
+            return Ok(());
         }
-        mb.updated = now;
+        mb.updated = mb.updated.max(now);
         fx.mutations.push(Mutation::TouchMailbox {
             app_id: app_id.to_owned(),
             mailbox_id: mailbox_id.to_owned(),
-            updated: now,
+            updated: mb.updated,
         });
         Ok(())
     }
@@ -344,7 +352,8 @@ impl App {
         let Some(mb) = self.mailboxes.get_mut(mailbox_id) else {
             return;
         };
-        mb.updated = msg.server_rx;
+        // the stored message's `server_rx` is the touch (see `Mailbox::updated`)
+        mb.updated = mb.updated.max(msg.server_rx);
         for &conn in &mb.listeners {
             fx.send(conn, ServerMessage::Message(msg.clone()));
         }
@@ -352,11 +361,6 @@ impl App {
             app_id: app_id.to_owned(),
             mailbox_id: mailbox_id.to_owned(),
             message: msg.clone(),
-        });
-        fx.mutations.push(Mutation::TouchMailbox {
-            app_id: app_id.to_owned(),
-            mailbox_id: mailbox_id.to_owned(),
-            updated: msg.server_rx,
         });
         mb.stored_bytes += msg.size();
         mb.messages.push(msg);
@@ -440,11 +444,11 @@ impl App {
     pub fn prune(&mut self, app_id: &str, now: f64, old: f64, fx: &mut Effects) -> bool {
         for (id, mb) in self.mailboxes.iter_mut() {
             if !mb.listeners.is_empty() {
-                mb.updated = now;
+                mb.updated = mb.updated.max(now);
                 fx.mutations.push(Mutation::TouchMailbox {
                     app_id: app_id.to_owned(),
                     mailbox_id: id.clone(),
-                    updated: now,
+                    updated: mb.updated,
                 });
             }
         }

@@ -15,7 +15,9 @@ pub enum Mutation {
         for_nameplate: bool,
         updated: f64,
     },
-    /// Sets the mailbox's `updated` (expiry clock).
+    /// Sets the mailbox's `updated` (expiry clock). `AddMailboxSide` and
+    /// `AddMessage` move it too, to their `added` / `server_rx` if later
+    /// (see [`crate::protocol::Mailbox::updated`]).
     TouchMailbox {
         app_id: String,
         mailbox_id: String,
@@ -82,6 +84,8 @@ pub struct MailboxRecord {
     pub app_id: String,
     pub id: String,
     pub for_nameplate: bool,
+    /// Expiry clock: see [`crate::protocol::Mailbox::updated`] (a store
+    /// keeps the explicit touches; [`Snapshot::normalized`] adds the rest).
     pub updated: f64,
     pub crowded: bool,
     /// In the order the sides joined.
@@ -109,9 +113,20 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Sorts records by (app, id) so two snapshots compare equal whatever
-    /// order a store returned them in.
+    /// The canonical form every store's `load` returns: records sorted by
+    /// (app, id), so two snapshots compare equal whatever order a store
+    /// returned them in; and each mailbox's `updated` the latest of its
+    /// stored value, its sides' `added` and its messages' `server_rx`, as
+    /// the core keeps it (stores write no touch for a new side or message).
     pub fn normalized(mut self) -> Self {
+        for m in &mut self.mailboxes {
+            let activity = m
+                .sides
+                .iter()
+                .map(|s| s.added)
+                .chain(m.messages.iter().map(|msg| msg.server_rx));
+            m.updated = activity.fold(m.updated, f64::max);
+        }
         self.mailboxes
             .sort_by(|a, b| (&a.app_id, &a.id).cmp(&(&b.app_id, &b.id)));
         self.nameplates

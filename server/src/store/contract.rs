@@ -40,8 +40,20 @@ fn scenario() -> Harness {
     h.bind(5, "app-a", "s9");
     h.claim(5, "22", 8.0);
     h.reply(5, json!({"type": "release"}), 9.0);
+    // the clock steps back: a mailbox's `updated` (20.0) never does, though
+    // no touch is stored for a new side or a message
+    h.bind(6, "app-c", "s1");
+    h.bind(7, "app-c", "s2");
+    h.reply(6, json!({"type": "open", "mailbox": "back"}), 20.0);
+    h.reply(6, json!({"type": "add", "phase": "p", "body": "b"}), 15.0);
+    h.reply(7, json!({"type": "open", "mailbox": "back"}), 12.0);
+    h.reply(7, json!({"type": "add", "phase": "q", "body": "c"}), 18.0);
     h
 }
+
+/// The `updated` of the mailbox the scenario opened with a clock that
+/// steps back.
+const BACK_UPDATED: f64 = 20.0;
 
 fn check_contract(store: &mut dyn Store) -> Snapshot {
     let h = scenario();
@@ -52,6 +64,8 @@ fn check_contract(store: &mut dyn Store) -> Snapshot {
     }
     let loaded = store.load().expect("load");
     assert_eq!(loaded, h.core.snapshot());
+    let back = loaded.mailboxes.iter().find(|m| m.id == "back");
+    assert_eq!(back.map(|m| m.updated), Some(BACK_UPDATED));
     // a core restored from it behaves the same
     let restored = Core::restore(CoreSettings::default(), loaded.clone());
     assert_eq!(restored.snapshot(), loaded);
