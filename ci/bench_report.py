@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
 """Writes BENCHMARKS.md (to stdout) from the raw results ci/bench.sh left in
-a directory: one `NAME.json` line per load (the `bench --json` output),
-`NAME.commits.json` (our server's commit counter before/after), and
-`machine.json`; then appends the hand-written notes file."""
+a directory: per load and round, `NAME.rK.json` (the `bench --json` line)
+and `NAME.rK.commits.json` (our server's commit counter before/after), and
+`machine.json`; then appends the hand-written notes file. A load run in
+several rounds is reported by the median of each figure over its rounds
+(errors are summed), with the range of the key figure shown beside it."""
 
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -12,22 +15,84 @@ out = Path(sys.argv[1])
 notes = Path(sys.argv[2])
 
 
-def load(name):
-    p = out / f"{name}.json"
-    try:
-        return json.loads(p.read_text().strip().splitlines()[-1])
-    except (OSError, ValueError, IndexError):
-        return None
+def rounds(name):
+    """The raw results of every round of load NAME (older runs of this
+    script wrote one `NAME.json` without a round number)."""
+    found = []
+    for p in sorted(out.glob(f"{name}.r*.json")) + [out / f"{name}.json"]:
+        if p.name.endswith(".commits.json") or not p.exists():
+            continue
+        try:
+            r = json.loads(p.read_text().strip().splitlines()[-1])
+        except (OSError, ValueError, IndexError):
+            continue
+        r["_commits"] = commits_of(p.with_name(p.name[: -len(".json")] + ".commits.json"))
+        found.append(r)
+    return found
 
 
-def commits(name):
+def commits_of(p):
     try:
-        c = json.loads((out / f"{name}.commits.json").read_text())
+        c = json.loads(p.read_text())
         if c["commits_before"] is None or c["commits_after"] is None:
             return None
         return c["commits_after"] - c["commits_before"]
     except (OSError, ValueError, KeyError):
         return None
+
+
+def median_of(values):
+    """Median of each number (recursively through objects); counts of
+    errors are summed instead, so no round's error is hidden."""
+    first = values[0]
+    if isinstance(first, dict):
+        keys = {k for v in values if isinstance(v, dict) for k in v}
+        merged = {}
+        for k in keys:
+            vs = [v[k] for v in values if isinstance(v, dict) and k in v and v[k] is not None]
+            if not vs:
+                merged[k] = None
+            elif k in ("errors", "error_total"):
+                merged[k] = sum_counts(vs)
+            else:
+                merged[k] = median_of(vs)
+        return merged
+    if isinstance(first, bool) or not isinstance(first, (int, float)):
+        return first
+    return statistics.median(values)
+
+
+def sum_counts(vs):
+    if isinstance(vs[0], dict):
+        total = {}
+        for v in vs:
+            for k, n in v.items():
+                total[k] = total.get(k, 0) + n
+        return total
+    return sum(vs)
+
+
+def load(name):
+    """Load NAME's figures: the median over its rounds, plus `_runs` and the
+    (min, max) of the server's CPU per unit and of the rate."""
+    rs = rounds(name)
+    if not rs:
+        return None
+    m = median_of(rs)
+    m["_runs"] = len(rs)
+    cpu = [get(r, "server", "cpu_ms_per_unit") for r in rs]
+    cpu = [c for c in cpu if c is not None]
+    m["_cpu_range"] = (min(cpu), max(cpu)) if cpu else None
+    m["_rate_range"] = (min(r["rate"] for r in rs), max(r["rate"] for r in rs))
+    per = [r["_commits"] / r["completed"] for r in rs if r["_commits"] is not None and r["completed"]]
+    m["_commits_per_unit"] = statistics.median(per) if per else None
+    return m
+
+
+def span(rng, digits):
+    if rng is None:
+        return "n/a"
+    return f"{rng[0]:,.{digits}f}–{rng[1]:,.{digits}f}"
 
 
 machine = json.loads((out / "machine.json").read_text())
@@ -85,10 +150,13 @@ lines = []
 w = lines.append
 w("# Benchmarks: our mailbox server vs the Python server 0.8.0")
 w("")
-w("Written by `ci/bench.sh` (run it to refresh this file; the numbers below are")
-w("from one run, same machine, same loads, one after the other). The load")
-w("generator is `wormhole-mailbox-conformance bench` on a current-thread runtime;")
-w("both servers listen on 127.0.0.1 only.")
+runs = max((load(n) or {}).get("_runs", 1) for n in ["ours-disk.pairs10", "python-memory.pairs10"])
+w("Written by `ci/bench.sh` (run it to refresh this file). Same machine, same")
+w(f"loads, one after the other, in {runs} round{'s' if runs != 1 else ''} that each run every server and")
+w("configuration in turn (so a slow phase of the VM hits all of them); each")
+w("figure is the median over the rounds, with the range of the key figure")
+w("beside it. The load generator is `wormhole-mailbox-conformance bench` on a")
+w("current-thread runtime; both servers listen on 127.0.0.1 only.")
 w("")
 w("## Machine")
 w("")
@@ -99,7 +167,7 @@ w(f"* load average before / after the run: {machine['loadavg_before']} / {machin
 w("  hurts latency and throughput figures more than CPU-per-unit and RSS figures)")
 w(f"* ours: {machine['ours']}, {machine['rustc']}, release build")
 w(f"* Python: {machine['python_server']}, started as `twist wormhole-mailbox --port=tcp:PORT:interface=127.0.0.1 --channel-db=...`")
-w(f"* each timed load ran {machine['seconds']} s; idle held {machine['idle']:,} connections")
+w(f"* each timed load ran {machine['seconds']} s in each of {machine.get('rounds', 1)} round(s); idle held {machine['idle']:,} connections (first round only)")
 w("")
 
 # ---------------------------------------------------------------- pairs
@@ -111,8 +179,8 @@ w("release, close, disconnect. A *message round* is both `add`s sent until both"
 w("peers' copies arrived. Server CPU is utime+stime from `/proc/PID/stat` over")
 w("the run, divided by completed pairs; *in kernel* is the stime part of it.")
 w("")
-w("| server | concurrent pairs | pairs/s | round p50 ms | p90 | p99 | max | connect p99 ms | server CPU ms/pair | in kernel | errors | generator CPU |")
-w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|")
+w("| server | concurrent pairs | pairs/s | round p50 ms | p90 | p99 | max | connect p99 ms | server CPU ms/pair | (range over runs) | in kernel | errors | generator CPU |")
+w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|")
 for cfg in ["python-disk", "python-memory", "ours-disk", "ours-fsync", "ours-memory"]:
     for c in [10, 100]:
         r = load(f"{cfg}.pairs{c}")
@@ -120,7 +188,7 @@ for cfg in ["python-disk", "python-memory", "ours-disk", "ours-fsync", "ours-mem
             continue
         w(f"| {NAMES[cfg]} | {c} | {f(r['rate'])} | {f(r['round_ms']['p50'], 2)} | {f(r['round_ms']['p90'], 2)} "
           f"| {f(r['round_ms']['p99'], 2)} | {f(r['round_ms']['max'], 2)} | {f(r['connect_ms']['p99'], 2)} "
-          f"| {f(get(r, 'server', 'cpu_ms_per_unit'), 3)} | {kernel_share(r)} | {errors(r)} | {gen(r)} |")
+          f"| {f(get(r, 'server', 'cpu_ms_per_unit'), 3)} | {span(r['_cpu_range'], 3)} | {kernel_share(r)} | {errors(r)} | {gen(r)} |")
 w("")
 w("Ratios (ours default / Python):")
 w("")
@@ -139,13 +207,13 @@ w("Connect, welcome, bind (wait for the `ack`), close; 40 at a time, from a "
   "generator with 2 threads (with one, the generator saturates before our "
   "server does).")
 w("")
-w("| server | connections/s | connect p50 ms | connect p99 ms | server CPU ms/connection | errors | generator CPU |")
-w("|---|---:|---:|---:|---:|---|---:|")
+w("| server | connections/s | (range over runs) | connect p50 ms | connect p99 ms | server CPU ms/connection | errors | generator CPU |")
+w("|---|---:|---:|---:|---:|---:|---|---:|")
 for cfg in ["python-disk", "python-memory", "ours-disk"]:
     r = load(f"{cfg}.churn")
     if r is None:
         continue
-    w(f"| {NAMES[cfg]} | {f(r['rate'])} | {f(r['connect_ms']['p50'], 2)} | {f(r['connect_ms']['p99'], 2)} "
+    w(f"| {NAMES[cfg]} | {f(r['rate'])} | {span(r['_rate_range'], 1)} | {f(r['connect_ms']['p50'], 2)} | {f(r['connect_ms']['p99'], 2)} "
       f"| {f(get(r, 'server', 'cpu_ms_per_unit'), 3)} | {errors(r)} | {gen(r)} |")
 oc, pc = load("ours-disk.churn"), load("python-disk.churn")
 w("")
@@ -180,17 +248,17 @@ w("makes about 15 state-changing commands (claims, opens, 8 adds, releases,")
 w("closes); each is committed before its `ack` is sent, and commands that")
 w("arrive while a commit runs share the next one.")
 w("")
-w("| configuration | concurrent pairs | pairs | commits | commits per pair |")
-w("|---|---:|---:|---:|---:|")
+w("| configuration | concurrent pairs | pairs per run (median) | commits per pair (median) |")
+w("|---|---:|---:|---:|")
 cpp = {}
 for cfg in ["ours-disk", "ours-fsync", "ours-memory"]:
     for c in [10, 100]:
-        r, n = load(f"{cfg}.pairs{c}"), commits(f"{cfg}.pairs{c}")
+        r = load(f"{cfg}.pairs{c}")
         if r is None:
             continue
-        per = ratio(n, r["completed"])
+        per = r["_commits_per_unit"]
         cpp[(cfg, c)] = per
-        w(f"| {NAMES[cfg]} | {c} | {r['completed']:,} | {n if n is not None else 'n/a'} | {f(per, 2)} |")
+        w(f"| {NAMES[cfg]} | {c} | {r['completed']:,.0f} | {f(per, 2)} |")
 w("")
 
 # ---------------------------------------------------------------- targets
