@@ -130,23 +130,16 @@ impl Writer {
     }
 
     /// The writer on its own thread (for a multi-thread runtime, whose
-    /// workers must not block on commits). Same batches, same order.
-    pub fn spawn_thread(mut self, mut rx: JobReceiver) -> std::io::Result<JoinHandle<()>> {
+    /// workers must not block on commits): the same loop as
+    /// [`Writer::run_inline`], on a current-thread runtime of its own, so
+    /// the same batches in the same order.
+    pub fn spawn_thread(self, rx: JobReceiver) -> std::io::Result<JoinHandle<()>> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()?;
         std::thread::Builder::new()
             .name("mailbox-writer".into())
-            .spawn(move || {
-                while let Some(first) = rx.blocking_recv() {
-                    let mut commit = Commit::new(drain(first, &mut rx));
-                    let ok = loop {
-                        match self.attempt(&mut commit) {
-                            Attempt::Done(ok) => break ok,
-                            Attempt::RetryAfter(delay) => std::thread::sleep(delay),
-                        }
-                    };
-                    self.finish(commit, ok);
-                }
-                tracing::debug!("writer drained and stopped");
-            })
+            .spawn(move || runtime.block_on(self.run_inline(rx)))
     }
 }
 
