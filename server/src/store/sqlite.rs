@@ -245,7 +245,7 @@ impl SqliteStore {
                 for_nameplate,
                 updated,
             } => {
-                stmts.get(sql::CREATE_MAILBOX)?.execute(params![
+                stmts.get(Sql::CreateMailbox)?.execute(params![
                     app_id,
                     mailbox_id,
                     updated,
@@ -258,12 +258,12 @@ impl SqliteStore {
                 updated,
             } => {
                 stmts
-                    .get(sql::TOUCH_MAILBOX)?
+                    .get(Sql::TouchMailbox)?
                     .execute(params![app_id, mailbox_id, updated])?;
             }
             Mutation::MarkMailboxCrowded { app_id, mailbox_id } => {
                 stmts
-                    .get(sql::MARK_MAILBOX_CROWDED)?
+                    .get(Sql::MarkMailboxCrowded)?
                     .execute(params![app_id, mailbox_id])?;
             }
             Mutation::AddMailboxSide {
@@ -273,7 +273,7 @@ impl SqliteStore {
                 added,
             } => {
                 stmts
-                    .get(sql::ADD_MAILBOX_SIDE)?
+                    .get(Sql::AddMailboxSide)?
                     .execute(params![app_id, mailbox_id, side, added])?;
             }
             Mutation::CloseMailboxSide {
@@ -283,14 +283,14 @@ impl SqliteStore {
                 mood,
             } => {
                 stmts
-                    .get(sql::CLOSE_MAILBOX_SIDE)?
+                    .get(Sql::CloseMailboxSide)?
                     .execute(params![app_id, mailbox_id, side, mood])?;
             }
             Mutation::DeleteMailbox { app_id, mailbox_id } => {
                 for statement in [
-                    sql::DELETE_MAILBOX_MESSAGES,
-                    sql::DELETE_MAILBOX_SIDES,
-                    sql::DELETE_MAILBOX,
+                    Sql::DeleteMailboxMessages,
+                    Sql::DeleteMailboxSides,
+                    Sql::DeleteMailbox,
                 ] {
                     stmts.get(statement)?.execute(params![app_id, mailbox_id])?;
                 }
@@ -301,12 +301,12 @@ impl SqliteStore {
                 mailbox_id,
             } => {
                 stmts
-                    .get(sql::CREATE_NAMEPLATE)?
+                    .get(Sql::CreateNameplate)?
                     .execute(params![app_id, name, mailbox_id])?;
             }
             Mutation::MarkNameplateCrowded { app_id, name } => {
                 stmts
-                    .get(sql::MARK_NAMEPLATE_CROWDED)?
+                    .get(Sql::MarkNameplateCrowded)?
                     .execute(params![app_id, name])?;
             }
             Mutation::AddNameplateSide {
@@ -316,16 +316,16 @@ impl SqliteStore {
                 added,
             } => {
                 stmts
-                    .get(sql::ADD_NAMEPLATE_SIDE)?
+                    .get(Sql::AddNameplateSide)?
                     .execute(params![app_id, name, side, added])?;
             }
             Mutation::ReleaseNameplateSide { app_id, name, side } => {
                 stmts
-                    .get(sql::RELEASE_NAMEPLATE_SIDE)?
+                    .get(Sql::ReleaseNameplateSide)?
                     .execute(params![app_id, name, side])?;
             }
             Mutation::DeleteNameplate { app_id, name } => {
-                for statement in [sql::DELETE_NAMEPLATE_SIDES, sql::DELETE_NAMEPLATE] {
+                for statement in [Sql::DeleteNameplateSides, Sql::DeleteNameplate] {
                     stmts.get(statement)?.execute(params![app_id, name])?;
                 }
             }
@@ -334,7 +334,7 @@ impl SqliteStore {
                 mailbox_id,
                 message,
             } => {
-                stmts.get(sql::ADD_MESSAGE)?.execute(params![
+                stmts.get(Sql::AddMessage)?.execute(params![
                     app_id,
                     mailbox_id,
                     message.side,
@@ -349,70 +349,72 @@ impl SqliteStore {
     }
 }
 
-/// The statements `apply` runs, each with its slot in [`Statements`].
-mod sql {
-    /// A slot number and the statement's text.
-    pub type Sql = (usize, &'static str);
-    pub const CREATE_MAILBOX: Sql = (
-        0,
-        "INSERT OR REPLACE INTO mailboxes (app_id, id, updated, for_nameplate, crowded) \
-         VALUES (?1, ?2, ?3, ?4, 0)",
-    );
-    pub const TOUCH_MAILBOX: Sql = (
-        1,
-        "UPDATE mailboxes SET updated=?3 WHERE app_id=?1 AND id=?2",
-    );
-    pub const MARK_MAILBOX_CROWDED: Sql = (
-        2,
-        "UPDATE mailboxes SET crowded=1 WHERE app_id=?1 AND id=?2",
-    );
-    pub const ADD_MAILBOX_SIDE: Sql = (
-        3,
-        "INSERT OR IGNORE INTO mailbox_sides (app_id, mailbox_id, side, opened, added, mood) \
-         VALUES (?1, ?2, ?3, 1, ?4, NULL)",
-    );
-    pub const CLOSE_MAILBOX_SIDE: Sql = (
-        4,
-        "UPDATE mailbox_sides SET opened=0, mood=?4 \
-         WHERE app_id=?1 AND mailbox_id=?2 AND side=?3",
-    );
-    pub const DELETE_MAILBOX_MESSAGES: Sql =
-        (5, "DELETE FROM messages WHERE app_id=?1 AND mailbox_id=?2");
-    pub const DELETE_MAILBOX_SIDES: Sql = (
-        6,
-        "DELETE FROM mailbox_sides WHERE app_id=?1 AND mailbox_id=?2",
-    );
-    pub const DELETE_MAILBOX: Sql = (7, "DELETE FROM mailboxes WHERE app_id=?1 AND id=?2");
-    pub const CREATE_NAMEPLATE: Sql = (
-        8,
-        "INSERT OR REPLACE INTO nameplates (app_id, name, mailbox_id, crowded) \
-         VALUES (?1, ?2, ?3, 0)",
-    );
-    pub const MARK_NAMEPLATE_CROWDED: Sql = (
-        9,
-        "UPDATE nameplates SET crowded=1 WHERE app_id=?1 AND name=?2",
-    );
-    pub const ADD_NAMEPLATE_SIDE: Sql = (
-        10,
-        "INSERT OR IGNORE INTO nameplate_sides (app_id, name, side, claimed, added) \
-         VALUES (?1, ?2, ?3, 1, ?4)",
-    );
-    pub const RELEASE_NAMEPLATE_SIDE: Sql = (
-        11,
-        "UPDATE nameplate_sides SET claimed=0 WHERE app_id=?1 AND name=?2 AND side=?3",
-    );
-    pub const DELETE_NAMEPLATE_SIDES: Sql = (
-        12,
-        "DELETE FROM nameplate_sides WHERE app_id=?1 AND name=?2",
-    );
-    pub const DELETE_NAMEPLATE: Sql = (13, "DELETE FROM nameplates WHERE app_id=?1 AND name=?2");
-    pub const ADD_MESSAGE: Sql = (
-        14,
-        "INSERT INTO messages (app_id, mailbox_id, side, phase, body, server_rx, msg_id) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    );
-    /// Number of slots.
-    pub const COUNT: usize = 15;
+/// The statements `apply` runs; a statement's discriminant is its slot in
+/// [`Statements`].
+#[derive(Clone, Copy)]
+enum Sql {
+    CreateMailbox,
+    TouchMailbox,
+    MarkMailboxCrowded,
+    AddMailboxSide,
+    CloseMailboxSide,
+    DeleteMailboxMessages,
+    DeleteMailboxSides,
+    DeleteMailbox,
+    CreateNameplate,
+    MarkNameplateCrowded,
+    AddNameplateSide,
+    ReleaseNameplateSide,
+    DeleteNameplateSides,
+    DeleteNameplate,
+    AddMessage,
+}
+
+impl Sql {
+    /// Number of statements (slots): keep `AddMessage` the last variant.
+    const COUNT: usize = Sql::AddMessage as usize + 1;
+
+    fn text(self) -> &'static str {
+        match self {
+            Sql::CreateMailbox => {
+                "INSERT OR REPLACE INTO mailboxes (app_id, id, updated, for_nameplate, crowded) \
+                 VALUES (?1, ?2, ?3, ?4, 0)"
+            }
+            Sql::TouchMailbox => "UPDATE mailboxes SET updated=?3 WHERE app_id=?1 AND id=?2",
+            Sql::MarkMailboxCrowded => "UPDATE mailboxes SET crowded=1 WHERE app_id=?1 AND id=?2",
+            Sql::AddMailboxSide => {
+                "INSERT OR IGNORE INTO mailbox_sides (app_id, mailbox_id, side, opened, added, mood) \
+                 VALUES (?1, ?2, ?3, 1, ?4, NULL)"
+            }
+            Sql::CloseMailboxSide => {
+                "UPDATE mailbox_sides SET opened=0, mood=?4 \
+                 WHERE app_id=?1 AND mailbox_id=?2 AND side=?3"
+            }
+            Sql::DeleteMailboxMessages => "DELETE FROM messages WHERE app_id=?1 AND mailbox_id=?2",
+            Sql::DeleteMailboxSides => "DELETE FROM mailbox_sides WHERE app_id=?1 AND mailbox_id=?2",
+            Sql::DeleteMailbox => "DELETE FROM mailboxes WHERE app_id=?1 AND id=?2",
+            Sql::CreateNameplate => {
+                "INSERT OR REPLACE INTO nameplates (app_id, name, mailbox_id, crowded) \
+                 VALUES (?1, ?2, ?3, 0)"
+            }
+            Sql::MarkNameplateCrowded => {
+                "UPDATE nameplates SET crowded=1 WHERE app_id=?1 AND name=?2"
+            }
+            Sql::AddNameplateSide => {
+                "INSERT OR IGNORE INTO nameplate_sides (app_id, name, side, claimed, added) \
+                 VALUES (?1, ?2, ?3, 1, ?4)"
+            }
+            Sql::ReleaseNameplateSide => {
+                "UPDATE nameplate_sides SET claimed=0 WHERE app_id=?1 AND name=?2 AND side=?3"
+            }
+            Sql::DeleteNameplateSides => "DELETE FROM nameplate_sides WHERE app_id=?1 AND name=?2",
+            Sql::DeleteNameplate => "DELETE FROM nameplates WHERE app_id=?1 AND name=?2",
+            Sql::AddMessage => {
+                "INSERT INTO messages (app_id, mailbox_id, side, phase, body, server_rx, msg_id) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+            }
+        }
+    }
 }
 
 /// One transaction's prepared statements. Each is taken from rusqlite's
@@ -422,7 +424,7 @@ mod sql {
 /// statement's execution when done once per mutation.
 struct Statements<'c> {
     tx: &'c rusqlite::Transaction<'c>,
-    slots: [Option<rusqlite::CachedStatement<'c>>; sql::COUNT],
+    slots: [Option<rusqlite::CachedStatement<'c>>; Sql::COUNT],
 }
 
 impl<'c> Statements<'c> {
@@ -435,11 +437,11 @@ impl<'c> Statements<'c> {
 
     fn get(
         &mut self,
-        (slot, text): sql::Sql,
+        statement: Sql,
     ) -> Result<&mut rusqlite::CachedStatement<'c>, rusqlite::Error> {
-        match &mut self.slots[slot] {
+        match &mut self.slots[statement as usize] {
             Some(stmt) => Ok(stmt),
-            empty => Ok(empty.insert(self.tx.prepare_cached(text)?)),
+            empty => Ok(empty.insert(self.tx.prepare_cached(statement.text())?)),
         }
     }
 }
