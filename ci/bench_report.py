@@ -16,11 +16,10 @@ notes = Path(sys.argv[2])
 
 
 def rounds(name):
-    """The raw results of every round of load NAME (older runs of this
-    script wrote one `NAME.json` without a round number)."""
+    """The raw results of every round of load NAME."""
     found = []
-    for p in sorted(out.glob(f"{name}.r*.json")) + [out / f"{name}.json"]:
-        if p.name.endswith(".commits.json") or not p.exists():
+    for p in sorted(out.glob(f"{name}.r*.json")):
+        if p.name.endswith(".commits.json"):
             continue
         try:
             r = json.loads(p.read_text().strip().splitlines()[-1])
