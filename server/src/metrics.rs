@@ -23,10 +23,11 @@ pub struct Metrics {
     pub connections_current: Gauge,
     pub connections_total: Counter,
     pub messages: Family<Labels, Counter>,
-    /// The `messages` counter of each known type (and "other"), looked up
-    /// once: counting a message then costs one atomic add, not a label
-    /// allocation and a hash lookup.
+    /// The `messages` counter of each known type, and of any other type,
+    /// looked up once: counting a message then costs one atomic add, not a
+    /// label allocation and a hash lookup.
     by_type: Vec<(&'static str, Counter)>,
+    other_type: Counter,
     pub errors: Family<Labels, Counter>,
     pub results: Family<Labels, Counter>,
     pub limits_hit: Family<Labels, Counter>,
@@ -69,6 +70,7 @@ impl Default for Metrics {
             connections_total: Counter::default(),
             messages: Family::default(),
             by_type: Vec::new(),
+            other_type: Counter::default(),
             errors: Family::default(),
             results: Family::default(),
             limits_hit: Family::default(),
@@ -104,14 +106,13 @@ impl Default for Metrics {
             live_mailboxes, "live_mailboxes", "Mailboxes in use";
             live_messages, "live_messages", "Messages stored in live mailboxes";
         }
-        let by_type = KNOWN_TYPES
-            .iter()
-            .chain(&["other"])
-            .map(|&t| (t, m.messages.get_or_create(&label("type", t)).clone()))
-            .collect();
+        let counter = |t: &str| m.messages.get_or_create(&label("type", t)).clone();
+        let by_type = KNOWN_TYPES.iter().map(|&t| (t, counter(t))).collect();
+        let other_type = counter("other");
         Metrics {
             registry,
             by_type,
+            other_type,
             ..m
         }
     }
@@ -120,15 +121,11 @@ impl Default for Metrics {
 impl Metrics {
     /// Counts a client message by its `type`.
     pub fn count_message(&self, mtype: &str) {
-        // the last entry is "other"
-        if let Some((_, counter)) = self
-            .by_type
+        self.by_type
             .iter()
             .find(|(t, _)| *t == mtype)
-            .or(self.by_type.last())
-        {
-            counter.inc();
-        }
+            .map_or(&self.other_type, |(_, counter)| counter)
+            .inc();
     }
 
     /// Counts what a client message caused: error replies, retired mailboxes.
